@@ -1,0 +1,3 @@
+using static TorchSharp.torch;
+var t = ones(3, 3);
+Console.WriteLine((t.matmul(t)).sum().item<float>());
