@@ -1,0 +1,87 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Spectre.Console;
+using VlaBias.Generation;
+
+namespace VlaBias.Cli.Commands;
+
+/// <summary>vlatune caption: captions images with greedy or beam search; --json adds token log-probabilities.</summary>
+public static class CaptionCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Checkpoint folder (Hugging Face layout)", DefaultValueFactory = _ => "checkpoints/tiny-base" };
+        var images = new Argument<string[]>("images") { Description = "Image files (PNG, JPEG, WebP)", Arity = ArgumentArity.OneOrMore };
+        var prompt = new Option<string?>("--prompt") { Description = "Instruction (default: the checkpoint's caption prompt)" };
+        var beams = new Option<int>("--beams") { Description = "Beam width (1 = greedy)", DefaultValueFactory = _ => 1 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest caption in tokens", DefaultValueFactory = _ => 24 };
+        var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
+        var json = new Option<bool>("--json") { Description = "One JSON object per image with tokens and log-probabilities" };
+        var cmd = new Command("caption", "Caption images.\n\nExamples:\n  vlatune caption --model checkpoints/tiny-base img.png\n  vlatune caption --model DIR a.png b.png --beams 3 --json");
+        foreach (var o in new Option[] { model, prompt, beams, maxNew, batch, json }) cmd.Options.Add(o);
+        cmd.Arguments.Add(images);
+        Cli.Common.AddTo(cmd);
+        cmd.SetAction(p => Cli.Run(p, () =>
+        {
+            if (p.GetValue(beams) < 1) throw new BadInputException("--beams: must be at least 1");
+            if (p.GetValue(maxNew) < 1) throw new BadInputException("--max-new-tokens: must be at least 1");
+            var vla = Vla.Load(p.GetValue(model)!);
+            string instruction = p.GetValue(prompt) ?? Prompts.Caption(vla);
+            var gen = new Generator(vla);
+            var opts = new GenerationOptions(p.GetValue(maxNew), p.GetValue(beams));
+            var files = p.GetValue(images)!;
+            int bs = Math.Max(1, p.GetValue(batch));
+            int failed = 0;
+            for (int start = 0; start < files.Length; start += bs)
+            {
+                var chunk = files.Skip(start).Take(bs).ToArray();
+                var ok = new List<(string file, TorchSharp.torch.Tensor px)>();
+                foreach (var f in chunk)
+                {
+                    try { ok.Add((f, vla.Images.Load(f))); }
+                    catch (BadInputException e)
+                    {
+                        failed++;
+                        if (files.Length == 1) throw;
+                        Console.Error.WriteLine($"vlatune: error: {e.Message}");
+                    }
+                }
+                if (ok.Count == 0) continue;
+                var ids = ok.Select(_ => vla.PromptIds(instruction)).ToList();
+                using var b = vla.Batch(ids, ok.Select(x => x.px).ToList());
+                var outs = gen.Generate(b, opts);
+                for (int i = 0; i < ok.Count; i++) Print(ok[i].file, outs[i], vla, p.GetValue(json));
+            }
+            return failed > 0 ? ExitCodes.BadInput : ExitCodes.Ok;
+        }));
+        return cmd;
+    }
+
+    private static void Print(string file, Generated g, Vla vla, bool json)
+    {
+        if (!json) { Console.WriteLine($"{file}\t{g.Text}"); return; }
+        var o = new JsonObject
+        {
+            ["image"] = file,
+            ["caption"] = g.Text,
+            ["tokens"] = new JsonArray(g.Tokens.Select((t, i) => (JsonNode)new JsonObject
+            {
+                ["id"] = t, ["token"] = vla.Tokenizer.Decode([t]), ["logprob"] = Math.Round(g.LogProbs[i], 6),
+            }).ToArray()),
+            ["sum_logprob"] = Math.Round(g.SumLogProb, 6),
+        };
+        Console.WriteLine(o.ToJsonString());
+    }
+}
+
+/// <summary>Prompts a checkpoint declares (tokenizer_config.json "vlatune_caption_prompt"), with sensible defaults.</summary>
+public static class Prompts
+{
+    public static string Caption(Vla vla)
+    {
+        var path = vla.Folder is null ? null : Path.Combine(vla.Folder, "tokenizer_config.json");
+        if (path is not null && File.Exists(path) && JsonNode.Parse(File.ReadAllText(path))?["vlatune_caption_prompt"]?.GetValue<string>() is { } s) return s;
+        return "describe the image.";
+    }
+}

@@ -1,0 +1,260 @@
+// Decoding (SPEC §3.5): greedy and beam search over a preallocated KV cache, batched with left padding and masks,
+// with per-token log-probabilities; and option scoring (p(yes) vs p(no) renormalized over the options) in one
+// forward pass per batch. Prefill runs the whole prompt (with images) once; each decode step feeds one token per row.
+using VlaBias.Model;
+using static TorchSharp.torch;
+
+namespace VlaBias.Generation;
+
+public sealed record GenerationOptions(int MaxNewTokens = 24, int NumBeams = 1, double LengthPenalty = 1.0, bool UseCache = true)
+{
+    public static GenerationOptions Greedy(int maxNew = 24) => new(maxNew);
+}
+
+/// <summary>One output sequence: its new token ids (without the stop token), their log-probabilities, and its text.</summary>
+public sealed record Generated(int[] Tokens, float[] LogProbs, string Text)
+{
+    public double SumLogProb => LogProbs.Sum(x => (double)x);
+}
+
+/// <summary>A decoding-time penalty added to the log-probability of appending <c>next</c> after <c>prefix</c> (0 = none).</summary>
+public delegate double TokenPenalty(IReadOnlyList<int> prefix, int next);
+
+public sealed class Generator(Vla vla)
+{
+    private LlavaModel Model => vla.Model;
+    private int Eos => vla.Tokenizer.EosId;
+
+    public IReadOnlyList<Generated> Generate(PromptBatch batch, GenerationOptions options, TokenPenalty? penalty = null)
+    {
+        using var _ = no_grad();
+        if (options.NumBeams > 1) return Beam(batch, options, penalty);
+        return options.UseCache ? GreedyCached(batch, options.MaxNewTokens) : GreedyRecompute(batch, options.MaxNewTokens);
+    }
+
+    private IReadOnlyList<Generated> GreedyCached(PromptBatch batch, int maxNew)
+    {
+        long b = batch.Size, len = batch.Length;
+        using var cache = Model.NewCache(b, len + maxNew);
+        var tokens = Enumerable.Range(0, (int)b).Select(_ => new List<int>()).ToArray();
+        var logps = Enumerable.Range(0, (int)b).Select(_ => new List<float>()).ToArray();
+        var done = new bool[b];
+        var mask = cat([batch.Mask, ones(b, maxNew, dtype: ScalarType.Int64)], 1);   // [B, L + maxNew]
+        using (var scope = NewDisposeScope())
+        {
+            var logits = Model.Forward(batch.InputIds, batch.Pixels, mask.narrow(1, 0, len), null, cache, 0);
+            var last = logits.select(1, -1);
+            for (int step = 0; step < maxNew; step++)
+            {
+                using var stepScope = NewDisposeScope();
+                var lp = last.to_type(ScalarType.Float32).log_softmax(-1);
+                var next = lp.argmax(-1);
+                var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
+                var ids = next.data<long>().ToArray();
+                var lps = nextLp.data<float>().ToArray();
+                bool all = true;
+                for (int r = 0; r < b; r++)
+                {
+                    if (done[r]) continue;
+                    if (ids[r] == Eos) { done[r] = true; continue; }
+                    tokens[r].Add((int)ids[r]); logps[r].Add(lps[r]);
+                    all = false;
+                }
+                if (all || step == maxNew - 1) break;
+                var feed = next.unsqueeze(1);
+                var embeds = Model.Embed(feed, null);
+                last = Model.ForwardEmbeds(embeds, mask.narrow(1, 0, len + step + 1), null, cache, len + step).select(1, -1).MoveToOuterDisposeScope();
+            }
+        }
+        mask.Dispose();
+        return Finish(tokens, logps);
+    }
+
+    /// <summary>Greedy decoding that recomputes the whole sequence every step (the reference the cached path must equal).</summary>
+    private IReadOnlyList<Generated> GreedyRecompute(PromptBatch batch, int maxNew)
+    {
+        long b = batch.Size;
+        var tokens = Enumerable.Range(0, (int)b).Select(_ => new List<int>()).ToArray();
+        var logps = Enumerable.Range(0, (int)b).Select(_ => new List<float>()).ToArray();
+        var done = new bool[b];
+        var ids = batch.InputIds.clone();
+        var mask = batch.Mask.clone();
+        for (int step = 0; step < maxNew; step++)
+        {
+            using var scope = NewDisposeScope();
+            var logits = Model.Forward(ids, batch.Pixels, mask);
+            var lp = logits.select(1, -1).to_type(ScalarType.Float32).log_softmax(-1);
+            var next = lp.argmax(-1);
+            var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
+            var nid = next.data<long>().ToArray();
+            var nlp = nextLp.data<float>().ToArray();
+            bool all = true;
+            for (int r = 0; r < b; r++)
+            {
+                if (done[r]) continue;
+                if (nid[r] == Eos) { done[r] = true; continue; }
+                tokens[r].Add((int)nid[r]); logps[r].Add(nlp[r]);
+                all = false;
+            }
+            if (all) break;
+            var newIds = cat([ids, next.unsqueeze(1)], 1).DetachFromDisposeScope();
+            var newMask = cat([mask, ones(b, 1, dtype: ScalarType.Int64)], 1).DetachFromDisposeScope();
+            ids.Dispose(); mask.Dispose();
+            ids = newIds; mask = newMask;
+        }
+        ids.Dispose(); mask.Dispose();
+        return Finish(tokens, logps);
+    }
+
+    private sealed class Hypothesis(List<int> tokens, List<float> logps, double score)
+    {
+        public List<int> Tokens { get; } = tokens;
+        public List<float> LogProbs { get; } = logps;
+        public double Score { get; } = score;   // sum of (penalised) log-probs
+    }
+
+    /// <summary>Beam search (B inputs × K beams in one batch), scores = sum log p / length^lengthPenalty at the end.</summary>
+    private IReadOnlyList<Generated> Beam(PromptBatch batch, GenerationOptions o, TokenPenalty? penalty)
+    {
+        int k = o.NumBeams, b = (int)batch.Size;
+        long len = batch.Length;
+        using var cache = Model.NewCache(b, len + o.MaxNewTokens);
+        var finished = Enumerable.Range(0, b).Select(_ => new List<Hypothesis>()).ToArray();
+        var beams = new List<Hypothesis>[b];
+        var mask = cat([batch.Mask, ones(b, o.MaxNewTokens, dtype: ScalarType.Int64)], 1).repeat_interleave(k, dim: 0).DetachFromDisposeScope();
+        Tensor last;
+        using (var scope = NewDisposeScope())
+        {
+            var logits = Model.Forward(batch.InputIds, batch.Pixels, batch.Mask, null, cache, 0);
+            last = logits.select(1, -1).repeat_interleave(k, dim: 0).MoveToOuterDisposeScope(); // [B*K, V]
+        }
+        cache.Reorder(arange(b).repeat_interleave(k));
+        for (int i = 0; i < b; i++)
+        {
+            // Only the first copy of each input's beam is live at the start (the others start at -inf).
+            beams[i] = Enumerable.Range(0, k).Select(j => new Hypothesis([], [], j == 0 ? 0 : double.NegativeInfinity)).ToList();
+        }
+        var active = new bool[b];
+        Array.Fill(active, true);
+        for (int step = 0; step < o.MaxNewTokens; step++)
+        {
+            using var scope = NewDisposeScope();
+            var lp = last.to_type(ScalarType.Float32).log_softmax(-1);       // [B*K, V]
+            long v = lp.shape[1];
+            var lpArr = lp.data<float>().ToArray();
+            var nextRows = new long[b * k];
+            var nextTokens = new long[b * k];
+            for (int i = 0; i < b; i++)
+            {
+                if (!active[i]) { for (int j = 0; j < k; j++) { nextRows[i * k + j] = i * k; nextTokens[i * k + j] = Eos; } continue; }
+                var candidates = new List<(double score, int beam, int token, float lp)>();
+                for (int j = 0; j < k; j++)
+                {
+                    var h = beams[i][j];
+                    if (double.IsNegativeInfinity(h.Score)) continue;
+                    int row = i * k + j;
+                    // top 2K tokens of this beam are enough to fill K survivors after EOS hits
+                    var top = TopIndices(lpArr, row * v, v, 2 * k);
+                    foreach (var t in top)
+                    {
+                        float l = lpArr[row * v + t];
+                        double pen = penalty?.Invoke(h.Tokens, t) ?? 0;
+                        candidates.Add((h.Score + l + pen, j, t, l));
+                    }
+                }
+                candidates.Sort((x, y) => y.score.CompareTo(x.score));
+                var next = new List<Hypothesis>();
+                int rank = 0;
+                foreach (var c in candidates)
+                {
+                    var parent = beams[i][c.beam];
+                    if (c.token == Eos)
+                    {
+                        if (rank < k) finished[i].Add(new Hypothesis([.. parent.Tokens], [.. parent.LogProbs], c.score));
+                    }
+                    else if (next.Count < k)
+                    {
+                        nextRows[i * k + next.Count] = i * k + c.beam;
+                        nextTokens[i * k + next.Count] = c.token;
+                        next.Add(new Hypothesis([.. parent.Tokens, c.token], [.. parent.LogProbs, c.lp], c.score));
+                    }
+                    rank++;
+                    if (next.Count == k) break;
+                }
+                while (next.Count < k) { nextRows[i * k + next.Count] = i * k; nextTokens[i * k + next.Count] = Eos; next.Add(new Hypothesis([], [], double.NegativeInfinity)); }
+                beams[i] = next;
+                // Done when K hypotheses are finished and no live beam can still beat the worst of them.
+                if (finished[i].Count >= k)
+                {
+                    double worst = finished[i].Select(h => Normalised(h, o.LengthPenalty)).OrderByDescending(x => x).Take(k).Min();
+                    double bestLive = next.Max(h => double.IsNegativeInfinity(h.Score) ? double.NegativeInfinity : h.Score / Math.Pow(Math.Max(1, h.Tokens.Count), o.LengthPenalty));
+                    if (bestLive <= worst) active[i] = false;
+                }
+            }
+            if (!active.Any(a => a) || step == o.MaxNewTokens - 1) break;
+            cache.Reorder(tensor(nextRows));
+            var feed = tensor(nextTokens).unsqueeze(1);
+            var embeds = Model.Embed(feed, null);
+            last = Model.ForwardEmbeds(embeds, mask.narrow(1, 0, len + step + 1), null, cache, len + step).select(1, -1).MoveToOuterDisposeScope();
+        }
+        mask.Dispose();
+        var results = new List<Generated>();
+        for (int i = 0; i < b; i++)
+        {
+            var pool = finished[i].Concat(beams[i].Where(h => !double.IsNegativeInfinity(h.Score))).ToList();
+            var best = pool.OrderByDescending(h => Normalised(h, o.LengthPenalty)).First();
+            results.Add(new Generated(best.Tokens.ToArray(), best.LogProbs.ToArray(), vla.Tokenizer.Decode(best.Tokens)));
+        }
+        return results;
+    }
+
+    private static double Normalised(Hypothesis h, double lengthPenalty) => h.Score / Math.Pow(Math.Max(1, h.Tokens.Count + 1), lengthPenalty);
+
+    private static int[] TopIndices(float[] values, long offset, long count, int k)
+    {
+        var idx = new int[Math.Min(k, (int)count)];
+        var best = new float[idx.Length];
+        Array.Fill(best, float.NegativeInfinity);
+        Array.Fill(idx, -1);
+        for (int t = 0; t < count; t++)
+        {
+            float x = values[offset + t];
+            if (x <= best[^1]) continue;
+            int pos = best.Length - 1;
+            while (pos > 0 && best[pos - 1] < x) { best[pos] = best[pos - 1]; idx[pos] = idx[pos - 1]; pos--; }
+            best[pos] = x; idx[pos] = t;
+        }
+        return idx.Where(i => i >= 0).ToArray();
+    }
+
+    private List<Generated> Finish(List<int>[] tokens, List<float>[] logps) =>
+        tokens.Select((t, i) => new Generated(t.ToArray(), logps[i].ToArray(), vla.Tokenizer.Decode(t))).ToList();
+
+    /// <summary>
+    /// For each row, the probabilities of the answer options at the next position, renormalized over the options
+    /// (each option scored by its first token), from one forward pass. Returns [B, options].
+    /// </summary>
+    public float[][] ScoreOptions(PromptBatch batch, IReadOnlyList<string> options)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var ids = OptionTokenIds(options);
+        var logits = Model.Forward(batch.InputIds, batch.Pixels, batch.Mask).select(1, -1).to_type(ScalarType.Float32);
+        var probs = logits.index_select(1, tensor(ids.Select(i => (long)i).ToArray())).softmax(-1);
+        var arr = probs.data<float>().ToArray();
+        return Enumerable.Range(0, (int)batch.Size).Select(r => arr.AsSpan(r * ids.Length, ids.Length).ToArray()).ToArray();
+    }
+
+    public int[] OptionTokenIds(IReadOnlyList<string> options)
+    {
+        var ids = options.Select(opt =>
+        {
+            var t = vla.Tokenizer.Encode(opt);
+            if (t.Length == 0) throw new BadInputException($"option '{opt}' encodes to no tokens");
+            return t[0];
+        }).ToArray();
+        if (ids.Distinct().Count() != ids.Length)
+            throw new BadInputException($"options {string.Join(",", options)} share their first token; they cannot be scored apart");
+        return ids;
+    }
+}

@@ -1,0 +1,194 @@
+// Configuration of a LLaVA-family checkpoint, read from config.json in the Hugging Face LlavaConfig shape
+// (SPEC §3.2). Field names are Hugging Face's, so a real checkpoint's config.json loads as is. Defaults follow the
+// Hugging Face config classes where a field is optional there; fields without a sensible default are required and a
+// missing one is a BadInputException naming the file and the field. Unknown fields are ignored.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace VlaBias.Model;
+
+public sealed record VisionConfig(
+    string ModelType,           // clip_vision_model | siglip_vision_model
+    int HiddenSize,
+    int IntermediateSize,
+    int NumHiddenLayers,
+    int NumAttentionHeads,
+    int ImageSize,
+    int PatchSize,
+    int NumChannels,
+    string HiddenAct,           // quick_gelu | gelu | gelu_pytorch_tanh
+    double LayerNormEps)
+{
+    public bool IsSiglip => ModelType.StartsWith("siglip", StringComparison.Ordinal);
+    public int NumPatches => (ImageSize / PatchSize) * (ImageSize / PatchSize);
+    public int HeadDim => HiddenSize / NumAttentionHeads;
+}
+
+public sealed record TextConfig(
+    string ModelType,           // llama | qwen2 | mistral
+    int HiddenSize,
+    int IntermediateSize,
+    int NumHiddenLayers,
+    int NumAttentionHeads,
+    int NumKeyValueHeads,
+    int HeadDim,
+    int VocabSize,
+    int MaxPositionEmbeddings,
+    double RmsNormEps,
+    double RopeTheta,
+    string HiddenAct,
+    bool TieWordEmbeddings,
+    bool AttentionBias,         // q/k/v biases (Qwen2 always; Llama when attention_bias is true)
+    int? BosTokenId,
+    int? EosTokenId,
+    int? PadTokenId);
+
+public sealed record LlavaConfig(
+    VisionConfig Vision,
+    TextConfig Text,
+    int ImageTokenIndex,
+    string ProjectorHiddenAct,
+    int VisionFeatureLayer,
+    string VisionFeatureSelectStrategy, // default (drop CLS) | full
+    bool ProjectorBias,
+    string? TorchDtype)
+{
+    /// <summary>How many image-token positions one image occupies in the language model's input.</summary>
+    public int ImageSeqLength => Vision.NumPatches + (VisionFeatureSelectStrategy == "full" && !Vision.IsSiglip ? 1 : 0);
+
+    public static LlavaConfig Load(string path)
+    {
+        if (!File.Exists(path)) throw new BadInputException($"{path}: file not found (a model folder needs config.json)");
+        JsonNode? root;
+        try { root = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new BadInputException($"{path}: not valid JSON ({e.Message})"); }
+        if (root is not JsonObject o) throw new BadInputException($"{path}: expected a JSON object");
+        return FromJson(o, path);
+    }
+
+    public static LlavaConfig FromJson(JsonObject o, string path)
+    {
+        var r = new Reader(o, path, "");
+        string modelType = r.Str("model_type", null);
+        if (modelType != "llava")
+            throw new BadInputException($"{path}: field 'model_type': unsupported value '{modelType}' (expected llava)");
+        var vo = r.Obj("vision_config");
+        var to = r.Obj("text_config");
+        var v = new Reader(vo, path, "vision_config.");
+        string vType = v.Str("model_type", "clip_vision_model");
+        if (vType is not ("clip_vision_model" or "siglip_vision_model"))
+            throw new BadInputException($"{path}: field 'vision_config.model_type': unsupported value '{vType}' (expected clip_vision_model or siglip_vision_model)");
+        bool siglip = vType == "siglip_vision_model";
+        var vision = new VisionConfig(vType,
+            v.Int("hidden_size", null), v.Int("intermediate_size", null), v.Int("num_hidden_layers", null),
+            v.Int("num_attention_heads", null), v.Int("image_size", null), v.Int("patch_size", null),
+            v.Int("num_channels", 3), v.Str("hidden_act", siglip ? "gelu_pytorch_tanh" : "quick_gelu"),
+            v.Dbl("layer_norm_eps", siglip ? 1e-6 : 1e-5));
+        var t = new Reader(to, path, "text_config.");
+        string tType = t.Str("model_type", "llama");
+        if (tType is not ("llama" or "qwen2" or "mistral"))
+            throw new BadInputException($"{path}: field 'text_config.model_type': unsupported value '{tType}' (expected llama, qwen2 or mistral)");
+        int hidden = t.Int("hidden_size", null), heads = t.Int("num_attention_heads", null);
+        var text = new TextConfig(tType, hidden, t.Int("intermediate_size", null), t.Int("num_hidden_layers", null), heads,
+            t.Int("num_key_value_heads", heads), t.OptInt("head_dim") ?? hidden / heads, t.Int("vocab_size", null),
+            t.Int("max_position_embeddings", 2048), t.Dbl("rms_norm_eps", 1e-6), t.Dbl("rope_theta", 10000.0),
+            t.Str("hidden_act", "silu"), t.Bool("tie_word_embeddings", false) || r.Bool("tie_word_embeddings", false),
+            tType == "qwen2" || t.Bool("attention_bias", false),
+            t.OptInt("bos_token_id"), t.OptInt("eos_token_id"), t.OptInt("pad_token_id"));
+        if (text.NumAttentionHeads % text.NumKeyValueHeads != 0)
+            throw new BadInputException($"{path}: field 'text_config.num_key_value_heads': {text.NumKeyValueHeads} does not divide num_attention_heads {text.NumAttentionHeads}");
+        if (text.HeadDim % 2 != 0) throw new BadInputException($"{path}: text head dimension {text.HeadDim} must be even for rotary embeddings");
+        if (vision.ImageSize % vision.PatchSize != 0)
+            throw new BadInputException($"{path}: field 'vision_config.image_size': {vision.ImageSize} is not a multiple of patch_size {vision.PatchSize}");
+        string strategy = r.Str("vision_feature_select_strategy", "default");
+        if (strategy is not ("default" or "full"))
+            throw new BadInputException($"{path}: field 'vision_feature_select_strategy': unsupported value '{strategy}' (expected default or full)");
+        int layer = r.Int("vision_feature_layer", -2);
+        if (layer < -vision.NumHiddenLayers - 1 || layer > vision.NumHiddenLayers)
+            throw new BadInputException($"{path}: field 'vision_feature_layer': {layer} is outside the tower's {vision.NumHiddenLayers} layers");
+        return new LlavaConfig(vision, text,
+            r.OptInt("image_token_index") ?? r.Int("image_token_id", null),
+            r.Str("projector_hidden_act", "gelu"), layer, strategy,
+            r.Bool("multimodal_projector_bias", true), r.OptStr("torch_dtype"));
+    }
+
+    /// <summary>Writes the config in the Hugging Face LlavaConfig shape.</summary>
+    public JsonObject ToJson()
+    {
+        var vision = new JsonObject
+        {
+            ["model_type"] = Vision.ModelType, ["hidden_size"] = Vision.HiddenSize, ["intermediate_size"] = Vision.IntermediateSize,
+            ["num_hidden_layers"] = Vision.NumHiddenLayers, ["num_attention_heads"] = Vision.NumAttentionHeads,
+            ["image_size"] = Vision.ImageSize, ["patch_size"] = Vision.PatchSize, ["num_channels"] = Vision.NumChannels,
+            ["hidden_act"] = Vision.HiddenAct, ["layer_norm_eps"] = Vision.LayerNormEps,
+        };
+        var text = new JsonObject
+        {
+            ["model_type"] = Text.ModelType, ["hidden_size"] = Text.HiddenSize, ["intermediate_size"] = Text.IntermediateSize,
+            ["num_hidden_layers"] = Text.NumHiddenLayers, ["num_attention_heads"] = Text.NumAttentionHeads,
+            ["num_key_value_heads"] = Text.NumKeyValueHeads, ["head_dim"] = Text.HeadDim, ["vocab_size"] = Text.VocabSize,
+            ["max_position_embeddings"] = Text.MaxPositionEmbeddings, ["rms_norm_eps"] = Text.RmsNormEps,
+            ["rope_theta"] = Text.RopeTheta, ["hidden_act"] = Text.HiddenAct, ["tie_word_embeddings"] = Text.TieWordEmbeddings,
+            ["bos_token_id"] = Text.BosTokenId, ["eos_token_id"] = Text.EosTokenId, ["pad_token_id"] = Text.PadTokenId,
+        };
+        if (Text.ModelType == "llama") text["attention_bias"] = Text.AttentionBias;
+        return new JsonObject
+        {
+            ["architectures"] = new JsonArray("LlavaForConditionalGeneration"),
+            ["model_type"] = "llava",
+            ["image_token_index"] = ImageTokenIndex,
+            ["projector_hidden_act"] = ProjectorHiddenAct,
+            ["vision_feature_layer"] = VisionFeatureLayer,
+            ["vision_feature_select_strategy"] = VisionFeatureSelectStrategy,
+            ["multimodal_projector_bias"] = ProjectorBias,
+            ["torch_dtype"] = TorchDtype ?? "float32",
+            ["vision_config"] = vision,
+            ["text_config"] = text,
+        };
+    }
+
+    /// <summary>Reads typed fields of one JSON object; every error names the file and the dotted field path.</summary>
+    private sealed class Reader(JsonObject o, string path, string prefix)
+    {
+        private JsonNode? Get(string name) => o.TryGetPropertyValue(name, out var n) ? n : null;
+        private BadInputException Missing(string name) => new($"{path}: missing required field '{prefix}{name}'");
+        private BadInputException Wrong(string name, string what) => new($"{path}: field '{prefix}{name}': expected {what}");
+
+        public JsonObject Obj(string name) => Get(name) switch
+        {
+            JsonObject j => j,
+            null => throw Missing(name),
+            _ => throw Wrong(name, "an object"),
+        };
+        public int Int(string name, int? dflt) => OptInt(name) ?? dflt ?? throw Missing(name);
+        public int? OptInt(string name)
+        {
+            var n = Get(name);
+            if (n is null) return null;
+            try { return n.GetValue<int>(); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException) { throw Wrong(name, "an integer"); }
+        }
+        public double Dbl(string name, double dflt)
+        {
+            var n = Get(name);
+            if (n is null) return dflt;
+            try { return n.GetValue<double>(); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException) { throw Wrong(name, "a number"); }
+        }
+        public bool Bool(string name, bool dflt)
+        {
+            var n = Get(name);
+            if (n is null) return dflt;
+            try { return n.GetValue<bool>(); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException) { throw Wrong(name, "true or false"); }
+        }
+        public string Str(string name, string? dflt) => OptStr(name) ?? dflt ?? throw Missing(name);
+        public string? OptStr(string name)
+        {
+            var n = Get(name);
+            if (n is null) return null;
+            try { return n.GetValue<string>(); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException) { throw Wrong(name, "a string"); }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+// A loaded vision-language assistant: the model, its tokenizer and its image preprocessor, from one Hugging Face
+// style checkpoint folder (config.json, model.safetensors[.index.json], tokenizer files, preprocessor_config.json).
+// Also turns (prompt, image) lists into left-padded batches, the input every generator and scorer takes.
+using VlaBias.Images;
+using VlaBias.Model;
+using VlaBias.Text;
+using static TorchSharp.torch;
+
+namespace VlaBias;
+
+/// <summary>Left-padded token ids [B, L], their mask [B, L] (1 = real), and the images' pixel values [B_img, 3, H, W].</summary>
+public sealed record PromptBatch(Tensor InputIds, Tensor Mask, Tensor? Pixels) : IDisposable
+{
+    public long Size => InputIds.shape[0];
+    public long Length => InputIds.shape[1];
+    public void Dispose() { InputIds.Dispose(); Mask.Dispose(); Pixels?.Dispose(); }
+}
+
+public sealed class Vla
+{
+    public Vla(LlavaModel model, VlaTokenizer tokenizer, ImagePreprocessor images, string? folder = null)
+    {
+        Model = model; Tokenizer = tokenizer; Images = images; Folder = folder;
+    }
+
+    public LlavaModel Model { get; }
+    public VlaTokenizer Tokenizer { get; }
+    public ImagePreprocessor Images { get; }
+    public string? Folder { get; }
+    public LlavaConfig Config => Model.Config;
+
+    public static Vla Load(string dir, ScalarType dtype = ScalarType.Float32)
+    {
+        var model = LlavaModel.FromPretrained(dir, dtype);
+        var tok = VlaTokenizer.FromFolder(dir);
+        if (tok.ImageTokenId != model.Config.ImageTokenIndex)
+            throw new BadInputException($"{dir}: tokenizer's image token id {tok.ImageTokenId} differs from config.json image_token_index {model.Config.ImageTokenIndex}");
+        var pre = PreprocessorConfig.Load(Path.Combine(dir, "preprocessor_config.json"), model.Config.Vision.ImageSize);
+        return new Vla(model, tok, new ImagePreprocessor(pre), dir);
+    }
+
+    /// <summary>Prompt ids for one question or instruction about one image (template applied, image tokens expanded).</summary>
+    public int[] PromptIds(string prompt, bool withImage = true) =>
+        Tokenizer.EncodePrompt(prompt, withImage ? Config.ImageSeqLength : 0);
+
+    /// <summary>Left-pads token sequences into one batch; <paramref name="pixels"/> are stacked images in row order.</summary>
+    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels)
+    {
+        int len = sequences.Max(s => s.Length);
+        var ids = new long[sequences.Count * len];
+        var mask = new long[sequences.Count * len];
+        for (int b = 0; b < sequences.Count; b++)
+        {
+            int pad = len - sequences[b].Length;
+            for (int i = 0; i < len; i++)
+            {
+                bool real = i >= pad;
+                ids[b * len + i] = real ? sequences[b][i - pad] : Tokenizer.PadId;
+                mask[b * len + i] = real ? 1 : 0;
+            }
+        }
+        Tensor? px = pixels is { Count: > 0 } ? stack(pixels).to_type(Model.DType) : null;
+        return new PromptBatch(tensor(ids, [sequences.Count, len]), tensor(mask, [sequences.Count, len]), px);
+    }
+}
