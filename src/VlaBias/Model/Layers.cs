@@ -35,7 +35,7 @@ public static class Activations
     public static Func<Tensor, Tensor> Get(string name) => name switch
     {
         "gelu" => x => x.gelu(),
-        "gelu_pytorch_tanh" or "gelu_new" => x => x.gelu(nn.functional.Approximate.tanh),
+        "gelu_pytorch_tanh" or "gelu_new" => x => x.gelu(GELU.Approximate.tanh),
         "quick_gelu" => x => x * (x * 1.702).sigmoid(),
         "silu" or "swish" => x => x.silu(),
         "relu" => x => x.relu(),
