@@ -24,7 +24,7 @@ public static class AskCommand
             var vla = Vla.Load(p.GetValue(model)!);
             var px = vla.Images.Load(p.GetValue(image)!);
             var q = p.GetValue(question)!;
-            var gen = new Generator(vla);
+            var gen = new TextGenerator(vla);
             using var batch = vla.Batch([vla.PromptIds(q)], [px]);
             var opts = p.GetValue(options);
             if (opts is not null)

@@ -28,7 +28,7 @@ public static class CaptionCommand
             if (p.GetValue(maxNew) < 1) throw new BadInputException("--max-new-tokens: must be at least 1");
             var vla = Vla.Load(p.GetValue(model)!);
             string instruction = p.GetValue(prompt) ?? Prompts.Caption(vla);
-            var gen = new Generator(vla);
+            var gen = new TextGenerator(vla);
             var opts = new GenerationOptions(p.GetValue(maxNew), p.GetValue(beams));
             var files = p.GetValue(images)!;
             int bs = Math.Max(1, p.GetValue(batch));

@@ -72,7 +72,15 @@ public sealed class ImagePreprocessor(PreprocessorConfig config)
     {
         if (!File.Exists(path)) throw new BadInputException($"{path}: image not found");
         byte[] bytes = File.ReadAllBytes(path);
-        using var bmp = SKBitmap.Decode(bytes) ?? throw new BadInputException($"{path}: not a decodable image (JPEG, PNG or WebP expected)");
+        SKBitmap? decoded = null;
+        try
+        {
+            using var data = SKData.CreateCopy(bytes);
+            using var codec = SKCodec.Create(data);
+            if (codec is not null) decoded = SKBitmap.Decode(codec);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException) { decoded = null; }
+        using var bmp = decoded ?? throw new BadInputException($"{path}: not a decodable image (JPEG, PNG or WebP expected)");
         return Process(bmp);
     }
 

@@ -20,10 +20,15 @@ public sealed record Generated(int[] Tokens, float[] LogProbs, string Text)
 /// <summary>A decoding-time penalty added to the log-probability of appending <c>next</c> after <c>prefix</c> (0 = none).</summary>
 public delegate double TokenPenalty(IReadOnlyList<int> prefix, int next);
 
-public sealed class Generator(Vla vla)
+public sealed class TextGenerator(Vla vla)
 {
     private LlavaModel Model => vla.Model;
     private int Eos => vla.Tokenizer.EosId;
+
+    /// <summary>Tokens never generated: the image placeholder, padding and BOS (their log-probs are still reported as the model gives them).</summary>
+    private long[] Suppressed => new long[] { vla.Tokenizer.ImageTokenId, vla.Tokenizer.PadId, vla.Tokenizer.BosId }.Where(t => t != Eos).Distinct().ToArray();
+
+    private Tensor Choosable(Tensor logProbs) => logProbs.index_fill(1, tensor(Suppressed), double.NegativeInfinity);
 
     public IReadOnlyList<Generated> Generate(PromptBatch batch, GenerationOptions options, TokenPenalty? penalty = null)
     {
@@ -48,7 +53,7 @@ public sealed class Generator(Vla vla)
             {
                 using var stepScope = NewDisposeScope();
                 var lp = last.to_type(ScalarType.Float32).log_softmax(-1);
-                var next = lp.argmax(-1);
+                var next = Choosable(lp).argmax(-1);
                 var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
                 var ids = next.data<long>().ToArray();
                 var lps = nextLp.data<float>().ToArray();
@@ -84,7 +89,7 @@ public sealed class Generator(Vla vla)
             using var scope = NewDisposeScope();
             var logits = Model.Forward(ids, batch.Pixels, mask);
             var lp = logits.select(1, -1).to_type(ScalarType.Float32).log_softmax(-1);
-            var next = lp.argmax(-1);
+            var next = Choosable(lp).argmax(-1);
             var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
             var nid = next.data<long>().ToArray();
             var nlp = nextLp.data<float>().ToArray();
@@ -141,7 +146,7 @@ public sealed class Generator(Vla vla)
             using var scope = NewDisposeScope();
             var lp = last.to_type(ScalarType.Float32).log_softmax(-1);       // [B*K, V]
             long v = lp.shape[1];
-            var lpArr = lp.data<float>().ToArray();
+            var lpArr = Choosable(lp).data<float>().ToArray();
             var nextRows = new long[b * k];
             var nextTokens = new long[b * k];
             for (int i = 0; i < b; i++)
