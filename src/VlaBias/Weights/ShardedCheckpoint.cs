@@ -175,7 +175,7 @@ public static class ShardedCheckpoint
     /// <summary>The index as transformers writes it: json.dumps(index, indent=2, sort_keys=True) + "\n".</summary>
     private static void WriteIndex(string path, long totalSize, SortedDictionary<string, string> weightMap)
     {
-        var options = new JsonWriterOptions { Indented = true, IndentSize = 2, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        var options = new JsonWriterOptions { Indented = true, IndentSize = 2, NewLine = "\n", Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, options))
         {
