@@ -65,6 +65,20 @@ public class CaptionMetricsTests
         Assert.That(CiderD.PerImage(refs, hyps), Is.EqualTo(g.cider_d_per_image).Within(1e-6));
     }
 
+    [Test]
+    public void CaptionScores_tokenizes_raw_captions_then_matches_the_golden_values()
+    {
+        var g = LoadGolden();
+        // Capitalize, add final periods and commas: tokenization must undo all of it.
+        IReadOnlyList<IReadOnlyList<string>> rawRefs = g.images
+            .Select(i => (IReadOnlyList<string>)i.refs.Select(r => char.ToUpperInvariant(r[0]) + r[1..] + ".").ToList()).ToList();
+        IReadOnlyList<string> rawHyps = g.images.Select(i => "  " + i.hyp.Replace(" in ", ", in ") + "!").ToList();
+        var s = CaptionScores.Compute(rawRefs, rawHyps);
+        Assert.That(new[] { s.Bleu1, s.Bleu2, s.Bleu3, s.Bleu4 }, Is.EqualTo(g.bleu).Within(1e-6));
+        Assert.That(s.RougeL, Is.EqualTo(g.rouge_l).Within(1e-6));
+        Assert.That(s.CiderD, Is.EqualTo(g.cider_d).Within(1e-6));
+    }
+
     // One image, reference "a man cooking in a kitchen" (6 words), hypothesis "a man in a kitchen" (5 words).
     // BLEU-1: clipped unigram matches a:2 man:1 in:1 kitchen:1 = 5 of 5 guesses, precision (5 + 1e-15) / (5 + 1e-9);
     //   closest reference length 6 > 5, so brevity penalty exp(1 - 6/5) = exp(-0.2) = 0.8187307531.
