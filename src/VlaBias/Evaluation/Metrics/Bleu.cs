@@ -1,0 +1,86 @@
+namespace VlaBias.Evaluation.Metrics;
+
+/// <summary>
+/// Corpus BLEU-1..n exactly as pycocoevalcap's <c>bleu/bleu_scorer.py</c> with option <c>'closest'</c> (what
+/// <c>Bleu.compute_score</c> uses). metrics.json keys <c>bleu_1</c> … <c>bleu_4</c>.
+/// <para>
+/// Inputs are already tokenized (<see cref="CaptionTokenizer.Tokenize"/>) and split on whitespace. Per image i with
+/// hypothesis length c_i: guess_k += max(0, c_i − k + 1); correct_k += Σ_g min(count_hyp(g), max_r count_r(g)) over the
+/// hypothesis' k-grams g (clipping by the largest count in any one reference); r_i = the reference length closest to
+/// c_i, ties to the shorter. Then, at corpus level, with c = Σ c_i and r = Σ r_i:
+/// BLEU-n = Π_{k≤n} ((correct_k + 1e-15) / (guess_k + 1e-9))^(1/n), multiplied by exp(1 − 1/ratio) when
+/// ratio = (c + 1e-15) / (r + 1e-9) &lt; 1.
+/// </para>
+/// Source: Papineni et al. 2002; salaniz/pycocoevalcap (ad63453) bleu/bleu_scorer.py, bleu/bleu.py.
+/// </summary>
+public static class Bleu
+{
+    const double Tiny = 1e-15, Small = 1e-9;
+
+    /// <summary>BLEU-1..<paramref name="n"/> of the corpus; element k − 1 is BLEU-k.</summary>
+    /// <param name="refsPerImage">the tokenized reference captions of each image (at least one each)</param>
+    /// <param name="hypPerImage">the tokenized hypothesis caption of each image, in the same order</param>
+    /// <param name="n">highest n-gram order (pycocoevalcap: 4)</param>
+    public static double[] Compute(IReadOnlyList<IReadOnlyList<string>> refsPerImage, IReadOnlyList<string> hypPerImage, int n = 4)
+    {
+        NGrams.CheckInputs(refsPerImage, hypPerImage);
+        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), n, "n-gram order must be at least 1");
+
+        double testLen = 0, refLen = 0;
+        var guess = new double[n];
+        var correct = new double[n];
+        for (int i = 0; i < hypPerImage.Count; i++)
+        {
+            // Largest count of each n-gram in any single reference, and the reference lengths.
+            var maxRefCounts = new Dictionary<string, int>[n];
+            for (int k = 0; k < n; k++) maxRefCounts[k] = new Dictionary<string, int>(StringComparer.Ordinal);
+            var refLengths = new List<int>();
+            foreach (var reference in refsPerImage[i])
+            {
+                var words = NGrams.Words(reference);
+                refLengths.Add(words.Length);
+                var counts = NGrams.Count(words, n);
+                for (int k = 0; k < n; k++)
+                    foreach (var (gram, count) in counts[k])
+                        maxRefCounts[k][gram] = Math.Max(maxRefCounts[k].GetValueOrDefault(gram), count);
+            }
+
+            var hypWords = NGrams.Words(hypPerImage[i]);
+            int c = hypWords.Length;
+            testLen += c;
+            refLen += ClosestRefLength(refLengths, c);
+
+            var hypCounts = NGrams.Count(hypWords, n);
+            for (int k = 0; k < n; k++)
+            {
+                guess[k] += Math.Max(0, c - k);
+                foreach (var (gram, count) in hypCounts[k])
+                    correct[k] += Math.Min(maxRefCounts[k].GetValueOrDefault(gram), count);
+            }
+        }
+
+        var bleus = new double[n];
+        double product = 1.0;
+        for (int k = 0; k < n; k++)
+        {
+            product *= (correct[k] + Tiny) / (guess[k] + Small);
+            bleus[k] = Math.Pow(product, 1.0 / (k + 1));
+        }
+        double ratio = (testLen + Tiny) / (refLen + Small);
+        if (ratio < 1)
+            for (int k = 0; k < n; k++) bleus[k] *= Math.Exp(1 - 1 / ratio);
+        return bleus;
+    }
+
+    /// <summary>The reference length closest to <paramref name="hypLength"/>; on a tie the shorter one.</summary>
+    internal static int ClosestRefLength(IReadOnlyList<int> refLengths, int hypLength)
+    {
+        int best = refLengths[0];
+        foreach (var l in refLengths)
+        {
+            int d = Math.Abs(l - hypLength), bestD = Math.Abs(best - hypLength);
+            if (d < bestD || (d == bestD && l < best)) best = l;
+        }
+        return best;
+    }
+}

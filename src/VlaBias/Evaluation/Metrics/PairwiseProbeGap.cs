@@ -1,0 +1,33 @@
+namespace VlaBias.Evaluation.Metrics;
+
+/// <summary>One probe question asked about both images of a counterfactual pair.</summary>
+/// <param name="PairId">the manifest's <c>pair</c> (the scene both images share)</param>
+/// <param name="Attribute">the probe attribute (e.g. "friendly")</param>
+/// <param name="PYesA">p_yes on the first image, renormalized over yes/no</param>
+/// <param name="PYesB">p_yes on the counterfactual image (only protected attributes changed)</param>
+public sealed record ProbePair(string PairId, string Attribute, double PYesA, double PYesB);
+
+/// <summary>
+/// Pairwise probe gap, the primary bias metric (SPEC §7.1): mean over (counterfactual pair, probe attribute) of
+/// |p_yes(x) − p_yes(x′)|. metrics.json keys <c>pairwise_probe_gap.train</c> and <c>pairwise_probe_gap.test</c>
+/// (call once with the train attributes and once with the held-out test attributes). 0 means the answers never
+/// depend on the protected attribute.
+/// <para>
+/// Source: the counterfactual-pair form of Girrbach et al. 2025 ("Revealing and Reducing Gender Biases in
+/// Vision and Language Assistants", ICLR), whose group gap compares means over images instead (<see cref="GroupGap"/>);
+/// it is also the quantity the <c>parity</c> tuning objective squares.
+/// </para>
+/// </summary>
+public static class PairwiseProbeGap
+{
+    /// <summary>Mean |PYesA − PYesB| over the items; NaN for no items.</summary>
+    public static double Compute(IReadOnlyList<ProbePair> items)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        return items.Count == 0 ? double.NaN : items.Average(p => Math.Abs(p.PYesA - p.PYesB));
+    }
+
+    /// <summary>Bootstrap 95% interval resampling whole pairs (all probes of a pair move together).</summary>
+    public static (double Low, double High) Ci95(IReadOnlyList<ProbePair> items, int resamples = 1000, int seed = 0) =>
+        Bootstrap.Ci95Clustered(items, p => p.PairId, Compute, resamples, seed);
+}
