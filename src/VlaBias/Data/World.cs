@@ -170,7 +170,7 @@ public sealed class World
     {
         var p = new List<string>();
         void Bad(string field, string msg) => p.Add($"field '{field}': {msg}");
-        void Rate(string field, double v) { if (!(v >= 0 && v <= 1)) Bad($"pretrain_bias.{field}", v < 0 && v == -1 ? "missing (expected a probability 0..1)" : $"{v} is not a probability 0..1"); }
+        void Rate(string field, double v) { if (!(v >= 0 && v <= 1)) Bad($"pretrain_bias.{field}", v == -1 ? "missing (expected a probability 0..1)" : $"{v} is not a probability 0..1"); }
         void Lean(string field, string v) { if (v is not ("man" or "woman")) Bad(field, $"unknown value '{v}' (expected man|woman)"); }
         void Color(string field, string c) { if (!TryParseColor(c, out _)) Bad(field, $"'{c}' is not a color (expected #rrggbb)"); }
         void Parts(string field, List<ShapePart>? parts, float maxW, float maxH)
@@ -226,7 +226,7 @@ public sealed class World
         void Unique(string field, string name)
         {
             if (string.IsNullOrWhiteSpace(name) || name != name.ToLowerInvariant() || name.Any(ch => !(char.IsLetter(ch) || ch == ' ')))
-                Bad(field, $"'{name}' is not a lowercase word"); 
+                Bad(field, $"'{name}' is not a lowercase word");
             else if (!names.TryAdd(name, field)) Bad(field, $"'{name}' already used by {names[name]}");
         }
         for (int i = 0; i < Contexts.Count; i++)
