@@ -15,4 +15,6 @@ var root = TuneCommand.Create(new RootCommand(
 root.Subcommands.Add(TuneCommand.Create(new Command("tune", "LoRA debiasing run (the same as the root command)")));
 root.Subcommands.Add(CaptionCommand.Create());
 root.Subcommands.Add(AskCommand.Create());
+root.Subcommands.Add(DataCommand.Create());
+root.Subcommands.Add(PretrainCommand.Create());
 return root.Parse(args).Invoke();

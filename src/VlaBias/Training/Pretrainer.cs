@@ -95,8 +95,8 @@ public static class Pretrainer
         var parameters = model.parameters().ToList();
         var decay = model.named_parameters().Where(p => p.parameter.dim() >= 2 && !p.name.Contains("embedding")).Select(p => p.parameter).ToList();
         var noDecay = model.named_parameters().Where(p => !(p.parameter.dim() >= 2 && !p.name.Contains("embedding"))).Select(p => p.parameter).ToList();
-        var opt = optim.AdamW([new optim.AdamW.ParamGroup(decay, new optim.AdamW.Options { weight_decay = cfg.WeightDecay }),
-                               new optim.AdamW.ParamGroup(noDecay, new optim.AdamW.Options { weight_decay = 0 })],
+        var opt = optim.AdamW([new TorchSharp.Modules.AdamW.ParamGroup(decay, new TorchSharp.Modules.AdamW.Options { weight_decay = cfg.WeightDecay }),
+                               new TorchSharp.Modules.AdamW.ParamGroup(noDecay, new TorchSharp.Modules.AdamW.Options { weight_decay = 0 })],
                               lr: cfg.Lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weight_decay: cfg.WeightDecay);
 
         long step = 0;
@@ -212,7 +212,7 @@ public static class TrainingCheckpoint
 
     public static bool Exists(string dir) => File.Exists(Path.Combine(dir, "state.json")) || File.Exists(Path.Combine(dir + ".old", "state.json"));
 
-    public static void Save(string dir, nn.Module model, optim.Optimizer opt, State state, IReadOnlyDictionary<string, Tensor>? weights = null)
+    public static void Save(string dir, nn.Module model, TorchSharp.Modules.OptimizerHelper opt, State state, IReadOnlyDictionary<string, Tensor>? weights = null)
     {
         string tmp = dir + ".tmp";
         if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
@@ -230,7 +230,7 @@ public static class TrainingCheckpoint
         if (Directory.Exists(old)) Directory.Delete(old, true);
     }
 
-    public static State Load(string dir, nn.Module model, optim.Optimizer opt)
+    public static State Load(string dir, nn.Module model, TorchSharp.Modules.OptimizerHelper opt)
     {
         if (!File.Exists(Path.Combine(dir, "state.json")) && File.Exists(Path.Combine(dir + ".old", "state.json"))) dir += ".old";
         var state = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "state.json")))!;
