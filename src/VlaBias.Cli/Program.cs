@@ -17,4 +17,5 @@ root.Subcommands.Add(CaptionCommand.Create());
 root.Subcommands.Add(AskCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(PretrainCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
 return root.Parse(args).Invoke();

@@ -8,12 +8,15 @@ using static TorchSharp.torch;
 
 namespace VlaBias;
 
-/// <summary>Left-padded token ids [B, L], their mask [B, L] (1 = real), and the images' pixel values [B_img, 3, H, W].</summary>
-public sealed record PromptBatch(Tensor InputIds, Tensor Mask, Tensor? Pixels) : IDisposable
+/// <summary>
+/// Left-padded token ids [B, L], their mask [B, L] (1 = real), and the images: pixel values [B_img, 3, H, W], or
+/// image features already computed by <see cref="LlavaModel.ImageFeatures"/> (reused across prompts about one image).
+/// </summary>
+public sealed record PromptBatch(Tensor InputIds, Tensor Mask, Tensor? Pixels, Tensor? Features = null) : IDisposable
 {
     public long Size => InputIds.shape[0];
     public long Length => InputIds.shape[1];
-    public void Dispose() { InputIds.Dispose(); Mask.Dispose(); Pixels?.Dispose(); }
+    public void Dispose() { InputIds.Dispose(); Mask.Dispose(); Pixels?.Dispose(); Features?.Dispose(); }
 }
 
 public sealed class Vla
@@ -44,7 +47,10 @@ public sealed class Vla
         Tokenizer.EncodePrompt(prompt, withImage ? Config.ImageSeqLength : 0);
 
     /// <summary>Left-pads token sequences into one batch; <paramref name="pixels"/> are stacked images in row order.</summary>
-    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels)
+    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels) => Batch(sequences, pixels, null);
+
+    /// <summary>Like <see cref="Batch(IReadOnlyList{int[]}, IReadOnlyList{Tensor}?)"/> with precomputed image features [B_img, N, C].</summary>
+    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels, Tensor? features)
     {
         int len = sequences.Max(s => s.Length);
         var ids = new long[sequences.Count * len];
@@ -60,6 +66,6 @@ public sealed class Vla
             }
         }
         Tensor? px = pixels is { Count: > 0 } ? stack(pixels).to_type(Model.DType) : null;
-        return new PromptBatch(tensor(ids, [sequences.Count, len]), tensor(mask, [sequences.Count, len]), px);
+        return new PromptBatch(tensor(ids, [sequences.Count, len]), tensor(mask, [sequences.Count, len]), px, features);
     }
 }

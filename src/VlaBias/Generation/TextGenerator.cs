@@ -47,7 +47,7 @@ public sealed class TextGenerator(Vla vla)
         var mask = cat([batch.Mask, ones(b, maxNew, dtype: ScalarType.Int64)], 1);   // [B, L + maxNew]
         using (var scope = NewDisposeScope())
         {
-            var logits = Model.Forward(batch.InputIds, batch.Pixels, mask.narrow(1, 0, len), null, cache, 0);
+            var logits = Model.ForwardEmbeds(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), mask.narrow(1, 0, len), null, cache, 0);
             var last = logits.select(1, -1);
             for (int step = 0; step < maxNew; step++)
             {
@@ -87,7 +87,7 @@ public sealed class TextGenerator(Vla vla)
         for (int step = 0; step < maxNew; step++)
         {
             using var scope = NewDisposeScope();
-            var logits = Model.Forward(ids, batch.Pixels, mask);
+            var logits = Model.ForwardEmbeds(Model.Embed(ids, batch.Pixels, batch.Features), mask);
             var lp = logits.select(1, -1).to_type(ScalarType.Float32).log_softmax(-1);
             var next = Choosable(lp).argmax(-1);
             var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
@@ -130,7 +130,7 @@ public sealed class TextGenerator(Vla vla)
         Tensor last;
         using (var scope = NewDisposeScope())
         {
-            var logits = Model.Forward(batch.InputIds, batch.Pixels, batch.Mask, null, cache, 0);
+            var logits = Model.ForwardEmbeds(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), batch.Mask, null, cache, 0);
             last = logits.select(1, -1).repeat_interleave(k, dim: 0).MoveToOuterDisposeScope(); // [B*K, V]
         }
         cache.Reorder(arange(b).repeat_interleave(k));
@@ -244,7 +244,7 @@ public sealed class TextGenerator(Vla vla)
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var ids = OptionTokenIds(options);
-        var logits = Model.Forward(batch.InputIds, batch.Pixels, batch.Mask).select(1, -1).to_type(ScalarType.Float32);
+        var logits = Model.ForwardEmbeds(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), batch.Mask).select(1, -1).to_type(ScalarType.Float32);
         var probs = logits.index_select(1, tensor(ids.Select(i => (long)i).ToArray())).softmax(-1);
         var arr = probs.data<float>().ToArray();
         return Enumerable.Range(0, (int)batch.Size).Select(r => arr.AsSpan(r * ids.Length, ids.Length).ToArray()).ToArray();

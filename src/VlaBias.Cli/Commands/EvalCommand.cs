@@ -1,0 +1,75 @@
+using System.CommandLine;
+using Serilog;
+using VlaBias.Evaluation;
+
+namespace VlaBias.Cli.Commands;
+
+/// <summary>vlatune eval: runs an evaluation suite on a model (+ adapter); eval merge joins shards.</summary>
+public static class EvalCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Checkpoint folder", DefaultValueFactory = _ => "checkpoints/tiny-base" };
+        var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (PEFT format) applied to the model" };
+        var suite = new Option<string>("--suite") { Description = "Suite YAML", DefaultValueFactory = _ => "eval/suites/scenes.yaml" };
+        var outDir = new Option<string>("--out") { Description = "Output folder (metrics.json, samples.jsonl, report.md, report.html, plots)", Required = true };
+        var shard = new Option<string?>("--shard") { Description = "Evaluate part i of n (i/n); join the parts with `vlatune eval merge`" };
+        var noCache = new Option<bool>("--no-cache") { Description = "Ignore and do not write the result cache (OUT/cache.jsonl)" };
+        var split = new Option<string?>("--split") { Description = "Override the suite's split (e.g. val)" };
+        var bootstrap = new Option<int?>("--bootstrap") { Description = "Bootstrap resamples for the CIs (suite default 1000)" };
+        var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N items (quick look)" };
+        var cmd = new Command("eval", "Run an evaluation suite: bias metrics and captioning accuracy with bootstrap 95% CIs.\n\n" +
+            "Examples:\n  vlatune eval --model checkpoints/tiny-base --suite eval/suites/scenes.yaml --out eval/runs/base\n" +
+            "  vlatune eval --model checkpoints/tiny-base --adapter checkpoints/runs/latest --out eval/runs/tuned\n" +
+            "  vlatune eval --out /tmp/e1 --shard 1/2 && vlatune eval --out /tmp/e2 --shard 2/2 && vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e");
+        foreach (var o in new Option[] { model, adapter, suite, outDir, shard, noCache, split, bootstrap, limit }) cmd.Options.Add(o);
+        Cli.Common.AddTo(cmd);
+        cmd.SetAction(p => Cli.Run(p, () =>
+        {
+            var s = Suite.Load(p.GetValue(suite)!, r =>
+            {
+                r.Override("split", p.GetValue(split));
+                r.Override("bootstrap", p.GetValue(bootstrap));
+            });
+            if (s.Manifest == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(s.World);
+            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter));
+            var req = new EvalRequest(p.GetValue(model)!, p.GetValue(adapter), s, p.GetValue(outDir)!, Shard.Parse(p.GetValue(shard)), !p.GetValue(noCache), p.GetValue(limit));
+            var outcome = ProgressDisplay.Run("eval", prog => EvalRunner.Run(vla, req, new SyncProgress<(int done, int total)>(x => prog.Report(new(x.done, x.total, "")))));
+            Log.Information("eval: {Samples} samples in {Seconds:F1} s → {Out}", outcome.Samples, outcome.Elapsed.TotalSeconds, outcome.Out);
+            if (outcome.Metrics is not null) Console.WriteLine(File.ReadAllText(Path.Combine(outcome.Out, "report.md")));
+            return ExitCodes.Ok;
+        }));
+        cmd.Subcommands.Add(Merge());
+        return cmd;
+    }
+
+    private static Command Merge()
+    {
+        var dirs = new Argument<string[]>("shards") { Description = "Shard output folders (all of 1..n)", Arity = ArgumentArity.OneOrMore };
+        var outDir = new Option<string>("--out") { Description = "Output folder of the merged evaluation", Required = true };
+        var cmd = new Command("merge", "Join the samples of sharded evaluation runs and compute the metrics.\n\nExample:\n  vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e");
+        cmd.Arguments.Add(dirs);
+        cmd.Options.Add(outDir);
+        Cli.Common.AddTo(cmd);
+        cmd.SetAction(p => Cli.Run(p, () =>
+        {
+            var outcome = EvalRunner.Merge(p.GetValue(dirs)!, p.GetValue(outDir)!);
+            Log.Information("eval merge: {Samples} samples → {Out}", outcome.Samples, outcome.Out);
+            Console.WriteLine(File.ReadAllText(Path.Combine(outcome.Out, "report.md")));
+            return ExitCodes.Ok;
+        }));
+        return cmd;
+    }
+}
+
+/// <summary>Loads a model folder and, when given, applies a LoRA adapter to it.</summary>
+public static class ModelLoading
+{
+    public static Vla Load(string model, string? adapter)
+    {
+        var vla = Vla.Load(model);
+        if (adapter is not null)
+            throw new BadInputException($"--adapter {adapter}: adapters are not available in this build yet");
+        return vla;
+    }
+}

@@ -1,0 +1,92 @@
+// One evaluation run into a folder (SPEC §7.3): suite → items of its split → ImageBank → Evaluator.Collect (with
+// cache and shard) → samples.jsonl → metrics.json → report.md (+ report.html and plots from Reports). A shard run
+// writes only its samples; `Merge` joins shard folders and writes the full outputs, computed by the same code.
+using System.Text.Json.Nodes;
+using Serilog;
+using VlaBias.Data;
+using VlaBias.Training;
+
+namespace VlaBias.Evaluation;
+
+public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null);
+
+public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed);
+
+public static class EvalRunner
+{
+    public const string SamplesFile = "samples.jsonl", MetricsFile = "metrics.json", CacheFile = "cache.jsonl", ShardFile = "shard.json";
+
+    public static EvalOutcome Run(Vla vla, EvalRequest req, IProgress<(int done, int total)>? progress = null)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var suite = req.Suite;
+        var items = Manifest.Load(suite.Manifest).Where(i => i.Split == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        if (items.Count == 0) throw new BadInputException($"{suite.Manifest}: no items with split '{suite.Split}' (suite {suite.SourcePath})");
+        if (req.Limit is int lim) items = items.Take(lim).ToList();
+        string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;
+        Directory.CreateDirectory(req.Out);
+        using var bank = ImageBank.Load(items, manifestDir, vla.Images);
+        var evaluator = new Evaluator(vla, suite);
+        string identity = Evaluator.ModelIdentity(req.Model, req.Adapter);
+        var samples = evaluator.Collect(items, bank, req.Shard, req.UseCache ? Path.Combine(req.Out, CacheFile) : null, identity, progress: progress);
+        WriteSamples(Path.Combine(req.Out, SamplesFile), samples);
+        if (req.Shard.Count > 1)
+        {
+            AtomicFile.WriteAllText(Path.Combine(req.Out, ShardFile), new JsonObject
+            {
+                ["index"] = req.Shard.Index, ["count"] = req.Shard.Count, ["model"] = req.Model, ["adapter"] = req.Adapter,
+                ["suite"] = suite.SourcePath, ["split"] = suite.Split, ["n_items"] = items.Count,
+            }.ToJsonString());
+            Log.Information("eval: shard {Index}/{Count}: {Samples} samples in {Out}; join shards with `vlatune eval merge`", req.Shard.Index, req.Shard.Count, samples.Count, req.Out);
+            return new EvalOutcome(req.Out, null, samples.Count, clock.Elapsed);
+        }
+        var doc = Finish(req.Out, samples, suite, req.Model, req.Adapter, items.Count);
+        return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed);
+    }
+
+    /// <summary>Computes metrics from samples and writes metrics.json and the reports.</summary>
+    public static JsonObject Finish(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems)
+    {
+        var words = WordLists.Load(suite.Words, suite.World);
+        var metrics = MetricsCalculator.Compute(samples, words, suite.Bootstrap, suite.LicSeeds, suite.Seed);
+        var doc = MetricsCalculator.Document(model, adapter, suite.Name, suite.Split, nItems, metrics);
+        AtomicFile.WriteAllText(Path.Combine(outDir, MetricsFile), MetricsCalculator.ToJson(doc));
+        Reports.WriteEvalReport(outDir, doc, samples, suite);
+        return doc;
+    }
+
+    public static void WriteSamples(string path, IEnumerable<Sample> samples) =>
+        AtomicFile.Write(path, s =>
+        {
+            using var w = new StreamWriter(s, new System.Text.UTF8Encoding(false), leaveOpen: true);
+            foreach (var x in samples) w.WriteLine(x.ToLine());
+        });
+
+    /// <summary>Joins the samples of shard folders (all shards of one run) into a full evaluation folder.</summary>
+    public static EvalOutcome Merge(IReadOnlyList<string> shardDirs, string outDir)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        if (shardDirs.Count == 0) throw new BadInputException("eval merge: no shard folders given");
+        var infos = shardDirs.Select(d =>
+        {
+            var f = Path.Combine(d, ShardFile);
+            if (!File.Exists(f)) throw new BadInputException($"{d}: not a shard folder (no {ShardFile}); run `vlatune eval --shard i/n` first");
+            return (dir: d, info: JsonNode.Parse(File.ReadAllText(f))!.AsObject());
+        }).ToList();
+        int count = infos[0].info["count"]!.GetValue<int>();
+        var indices = infos.Select(x => x.info["index"]!.GetValue<int>()).OrderBy(i => i).ToList();
+        if (!indices.SequenceEqual(Enumerable.Range(1, count)))
+            throw new BadInputException($"eval merge: shards {string.Join(",", indices)} given, expected all of 1..{count}");
+        foreach (var (dir, info) in infos)
+            foreach (var key in new[] { "model", "adapter", "suite", "split", "count" })
+                if (info[key]?.ToJsonString() != infos[0].info[key]?.ToJsonString())
+                    throw new BadInputException($"{dir}: field '{key}' of {ShardFile} differs from {infos[0].dir}'s: these shards are not of one run");
+        var samples = infos.SelectMany(x => Sample.ReadAll(Path.Combine(x.dir, SamplesFile))).OrderBy(s => s.Key, StringComparer.Ordinal).ToList();
+        var first = infos[0].info;
+        var suite = Suite.Load(first["suite"]!.GetValue<string>());
+        Directory.CreateDirectory(outDir);
+        WriteSamples(Path.Combine(outDir, SamplesFile), samples);
+        var doc = Finish(outDir, samples, suite, first["model"]!.GetValue<string>(), first["adapter"]?.GetValue<string>(), first["n_items"]!.GetValue<int>());
+        return new EvalOutcome(outDir, doc, samples.Count, clock.Elapsed);
+    }
+}

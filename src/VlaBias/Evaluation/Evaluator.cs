@@ -1,0 +1,193 @@
+// The evaluator (SPEC §7): runs a suite on a model (+ optional adapter already applied to it) and produces samples,
+// then metrics. Data flow:
+//   manifest items of the suite's split → work units (caption / probe / fact prompts per item), in a fixed order and
+//   fixed batches → each batch is answered by the model (greedy captions and answers, option probabilities for probes)
+//   unless the result cache already has it → samples (sorted by key) → Metrics.Compute → metrics.json.
+// Sharding (--shard i/n) takes every n-th batch, so each unit is computed in the same batch, with the same padding,
+// as in an unsharded run, and merged shards give the same numbers. The cache is an append-only JSONL file keyed by
+// model identity + sample key, flushed per batch, so an interrupted run continues where it stopped.
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using VlaBias.Data;
+using VlaBias.Generation;
+using VlaBias.Training;
+using static TorchSharp.torch;
+
+namespace VlaBias.Evaluation;
+
+public sealed record Shard(int Index, int Count)
+{
+    public static readonly Shard All = new(1, 1);
+
+    public static Shard Parse(string? text)
+    {
+        if (string.IsNullOrEmpty(text)) return All;
+        var parts = text.Split('/');
+        if (parts.Length == 2 && int.TryParse(parts[0], out var i) && int.TryParse(parts[1], out var n) && n >= 1 && i >= 1 && i <= n) return new(i, n);
+        throw new BadInputException($"--shard: '{text}' is not i/n with 1 <= i <= n");
+    }
+
+    public bool Takes(int batchIndex) => batchIndex % Count == Index - 1;
+}
+
+/// <summary>One prompt to answer about one item.</summary>
+internal sealed record WorkUnit(int Item, string Kind, string Prompt, IReadOnlyList<string>? Options, ManifestQuestion? Question);
+
+public sealed class Evaluator(Vla vla, Suite suite)
+{
+    /// <summary>A string that changes when the model or adapter weights change (folder, file sizes and times).</summary>
+    public static string ModelIdentity(string? modelDir, string? adapterDir)
+    {
+        var sb = new StringBuilder();
+        foreach (var d in new[] { modelDir, adapterDir })
+        {
+            if (d is null || !Directory.Exists(d)) { sb.Append("|none"); continue; }
+            sb.Append('|').Append(Path.GetFullPath(d));
+            foreach (var f in Directory.GetFiles(d).Where(f => f.EndsWith(".safetensors") || f.EndsWith(".json")).Order(StringComparer.Ordinal))
+            {
+                var info = new FileInfo(f);
+                sb.Append(';').Append(info.Name).Append(':').Append(info.Length).Append(':').Append(info.LastWriteTimeUtc.Ticks);
+            }
+        }
+        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())))[..16];
+    }
+
+    /// <summary>
+    /// Answers every unit of the items (images from <paramref name="bank"/>, rows aligned with items), reusing and
+    /// extending the cache file when given. <paramref name="probeFilter"/> limits probe questions (e.g. train attributes).
+    /// </summary>
+    public List<Sample> Collect(IReadOnlyList<ManifestItem> items, ImageBank bank, Shard? shard = null, string? cacheFile = null,
+        string identity = "", Func<ManifestQuestion, bool>? probeFilter = null, IProgress<(int done, int total)>? progress = null)
+    {
+        shard ??= Shard.All;
+        var units = Units(items, probeFilter);
+        var cache = LoadCache(cacheFile, identity);
+        var gen = new TextGenerator(vla);
+        var samples = new List<Sample>();
+        int bs = Math.Max(1, suite.BatchSize);
+        // Batches group units of one kind (and option set), in a fixed order independent of sharding and caching.
+        var batches = units.GroupBy(u => (u.Kind, Opts: u.Options is null ? "" : string.Join(",", u.Options)))
+            .SelectMany(g => g.Chunk(bs)).ToList();
+        var mine = batches.Where((_, i) => shard.Takes(i)).ToList();
+        int total = mine.Sum(b => b.Length), done = 0;
+        using var cacheWriter = cacheFile is null ? null : new StreamWriter(cacheFile, append: true);
+        bool wasTraining = vla.Model.training;
+        vla.Model.eval();
+        Tensor? features = null;
+        try
+        {
+            // Image features once per image: every prompt about an image reuses them.
+            if (mine.Count > 0) features = ImageFeatures(bank);
+            foreach (var batch in mine)
+            {
+                var fresh = new List<WorkUnit>();
+                foreach (var u in batch)
+                {
+                    var key = MakeSample(items[u.Item], u, null, null, null).Key;
+                    if (cache.TryGetValue(key, out var hit)) samples.Add(hit); else fresh.Add(u);
+                }
+                if (fresh.Count > 0)
+                {
+                    var answered = Answer(gen, items, features!, fresh);
+                    samples.AddRange(answered);
+                    if (cacheWriter is not null)
+                    {
+                        foreach (var s in answered) cacheWriter.WriteLine(JsonSerializer.Serialize(new CacheLine(identity, s), Sample.Json));
+                        cacheWriter.Flush();
+                    }
+                }
+                done += batch.Length;
+                progress?.Report((done, total));
+            }
+        }
+        finally
+        {
+            features?.Dispose();
+            if (wasTraining) vla.Model.train();
+        }
+        return samples.OrderBy(s => s.Key, StringComparer.Ordinal).ToList();
+    }
+
+    private sealed record CacheLine(string Model, Sample Sample);
+
+    private static Dictionary<string, Sample> LoadCache(string? file, string identity)
+    {
+        var d = new Dictionary<string, Sample>(StringComparer.Ordinal);
+        if (file is null || !File.Exists(file)) return d;
+        foreach (var line in File.ReadLines(file))
+        {
+            CacheLine? c;
+            try { c = JsonSerializer.Deserialize<CacheLine>(line, Sample.Json); }
+            catch (JsonException) { continue; }   // a line cut short by an interruption
+            if (c?.Sample is not null && c.Model == identity) d[c.Sample.Key] = c.Sample;
+        }
+        return d;
+    }
+
+    internal List<WorkUnit> Units(IReadOnlyList<ManifestItem> items, Func<ManifestQuestion, bool>? probeFilter)
+    {
+        var units = new List<WorkUnit>();
+        for (int i = 0; i < items.Count; i++)
+        {
+            var it = items[i];
+            if (suite.Captions && it.Captions.Count > 0) units.Add(new WorkUnit(i, "caption", suite.CaptionPrompt, null, null));
+            foreach (var q in it.Questions)
+            {
+                if (q.Kind == "fact" && suite.Facts && q.A is not null) units.Add(new WorkUnit(i, "fact", q.Q, null, q));
+                else if (q.Kind == "probe" && suite.Probes && (probeFilter?.Invoke(q) ?? true))
+                {
+                    var opts = q.Options is { Count: > 0 } o ? o : suite.ProbeOptions;
+                    if (!suite.ProbesWithUnknown && opts.Contains("unknown")) continue;
+                    units.Add(new WorkUnit(i, "probe", q.Q, opts, q));
+                }
+            }
+        }
+        return units;
+    }
+
+    /// <summary>Image features [N, tokens, C] of every image of the bank, in batches, without gradients.</summary>
+    public Tensor ImageFeatures(ImageBank bank)
+    {
+        using var _ = no_grad();
+        var parts = new List<Tensor>();
+        for (int start = 0; start < bank.Count; start += 128)
+            parts.Add(vla.Model.ImageFeatures(bank.Pixels.narrow(0, start, Math.Min(128, bank.Count - start))));
+        var all = cat(parts, 0).DetachFromDisposeScope();
+        foreach (var p in parts) p.Dispose();
+        return all;
+    }
+
+    private List<Sample> Answer(TextGenerator gen, IReadOnlyList<ManifestItem> items, Tensor features, List<WorkUnit> units)
+    {
+        using var scope = NewDisposeScope();
+        var feats = features.index_select(0, tensor(units.Select(u => (long)u.Item).ToArray()));
+        using var batch = vla.Batch(units.Select(u => vla.PromptIds(u.Prompt)).ToList(), null, feats);
+        var result = new List<Sample>();
+        switch (units[0].Kind)
+        {
+            case "probe":
+                var probs = gen.ScoreOptions(batch, units[0].Options!);
+                for (int k = 0; k < units.Count; k++)
+                    result.Add(MakeSample(items[units[k].Item], units[k], null, probs[k].Select(p => Math.Round((double)p, 7)).ToArray(), null));
+                break;
+            default:
+                int max = units[0].Kind == "caption" ? suite.MaxNewTokens : 4;
+                var outs = gen.Generate(batch, GenerationOptions.Greedy(max));
+                for (int k = 0; k < units.Count; k++)
+                    result.Add(MakeSample(items[units[k].Item], units[k], outs[k].Text, null, Math.Round(outs[k].SumLogProb, 5)));
+                break;
+        }
+        return result;
+    }
+
+    private static Sample MakeSample(ManifestItem it, WorkUnit u, string? output, IReadOnlyList<double>? probs, double? logprob) => new()
+    {
+        Id = it.Id, Kind = u.Kind, Prompt = u.Prompt, Output = output,
+        References = u.Kind == "caption" ? it.Captions : null,
+        Answer = u.Kind == "fact" ? u.Question?.A : null,
+        Options = u.Options, Probs = probs, Attribute = u.Question?.Attribute, AttributeSplit = u.Question?.AttributeSplit,
+        LogProb = logprob, Image = it.Image, Gender = it.Attributes.Gender, Tone = it.Attributes.Tone, Pair = it.Pair,
+        Context = it.Context, Role = it.Role, LeanContext = it.Lean?.Context, LeanRole = it.Lean?.Role,
+    };
+}
