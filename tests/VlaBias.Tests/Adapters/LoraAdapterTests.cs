@@ -431,4 +431,23 @@ public class LoraAdapterTests
         File.WriteAllText(path, """{"peft_type": "IA3", "r": 8}""");
         Assert.That(Assert.Throws<BadInputException>(() => LoraAdapter.ReadConfig(path))!.Message, Does.Contain("IA3"));
     }
+    /// <summary>
+    /// Writes a base checkpoint and a trained-looking adapter to $VLATUNE_SAMPLE_ADAPTER_DIR for the Python checkers
+    /// (tools/reference/check_peft_adapter.py, validate_outputs.py adapter). Run by hand:
+    /// VLATUNE_SAMPLE_ADAPTER_DIR=/tmp/x dotnet test --filter Name=Writes_a_sample_adapter_for_external_checkers
+    /// </summary>
+    [Test, Explicit("writes files for the Python checkers")]
+    public void Writes_a_sample_adapter_for_external_checkers()
+    {
+        string? outDir = Environment.GetEnvironmentVariable("VLATUNE_SAMPLE_ADAPTER_DIR");
+        if (string.IsNullOrEmpty(outDir)) Assert.Ignore("set VLATUNE_SAMPLE_ADAPTER_DIR");
+        var baseDir = Path.Combine(outDir!, "base");
+        RandomCheckpoint.Write(baseDir, TestPaths.Words, seed: 11, std: 0.3);
+        var vla = Vla.Load(baseDir);
+        var adapter = LoraAdapter.Apply(vla.Model, new LoraConfig(R: 4, Alpha: 16, Dropout: 0.05, BaseModelNameOrPath: baseDir,
+            TargetModules: [.. LoraConfig.DefaultTargetModules, "linear_1", "linear_2"], IncludeProjector: true), seed: 1);
+        Randomize(adapter);
+        adapter.Save(Path.Combine(outDir!, "adapter"));
+        Assert.That(File.Exists(Path.Combine(outDir!, "adapter", LoraAdapter.ConfigFileName)), Is.True);
+    }
 }
