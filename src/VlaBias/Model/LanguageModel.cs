@@ -16,7 +16,8 @@ public sealed record DecoderInput(Tensor Hidden, DecoderContext Context);
 
 public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
 {
-    private readonly Linear q_proj, k_proj, v_proj, o_proj;
+    // nn.Module rather than Linear and not readonly: LoRA adapters swap these children (Adapters/LoraAdapter.cs).
+    private nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     private readonly int heads, kvHeads, headDim, layerIndex;
 
     public LlamaAttention(TextConfig c, int layerIndex) : base(nameof(LlamaAttention))
@@ -58,7 +59,7 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
 /// <summary>SwiGLU: down_proj(act(gate_proj(x)) * up_proj(x)).</summary>
 public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear gate_proj, up_proj, down_proj;
+    private nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj; // swapped by LoRA adapters
     private readonly Func<Tensor, Tensor> act;
 
     public LlamaMlp(TextConfig c) : base(nameof(LlamaMlp))

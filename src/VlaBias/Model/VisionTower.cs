@@ -10,7 +10,7 @@ namespace VlaBias.Model;
 
 public sealed class VisionAttention : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear q_proj, k_proj, v_proj, out_proj;
+    private nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, out_proj; // swapped by LoRA adapters
     private readonly int heads, headDim;
 
     public VisionAttention(VisionConfig c) : base(nameof(VisionAttention))
@@ -38,7 +38,7 @@ public sealed class VisionAttention : nn.Module<Tensor, Tensor>
 
 public sealed class VisionMlp : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear fc1, fc2;
+    private nn.Module<Tensor, Tensor> fc1, fc2; // swapped by LoRA adapters
     private readonly Func<Tensor, Tensor> act;
 
     public VisionMlp(VisionConfig c) : base(nameof(VisionMlp))
@@ -183,7 +183,7 @@ public sealed class VisionTower : nn.Module<Tensor, Tensor>
 /// <summary>multi_modal_projector: linear_1 → act → linear_2, vision hidden size → text hidden size.</summary>
 public sealed class MultiModalProjector : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear linear_1, linear_2;
+    private nn.Module<Tensor, Tensor> linear_1, linear_2; // swapped by LoRA adapters
     private readonly Func<Tensor, Tensor> act;
 
     public MultiModalProjector(LlavaConfig c) : base(nameof(MultiModalProjector))

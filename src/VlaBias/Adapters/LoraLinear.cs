@@ -1,0 +1,78 @@
+// One LoRA-wrapped Linear (SPEC §4, PEFT tuners/lora/layer.py): x [.., in] → base_layer(x) + lora_B(lora_A(dropout(x))) · scaling,
+// [.., out]. base_layer is the model's own Linear, untouched and frozen; lora_A [r, in] and lora_B [out, r] are the only
+// trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace VlaBias.Adapters;
+
+public sealed class LoraLinear : nn.Module<Tensor, Tensor>
+{
+    private readonly Linear base_layer;
+    private readonly Linear lora_A;
+    private readonly Linear lora_B;
+    private readonly nn.Module<Tensor, Tensor>? dropout; // null when p = 0 (PEFT uses nn.Identity)
+
+    /// <param name="path">The module's path in the model (Hugging Face naming), used in messages.</param>
+    /// <param name="generator">Draws lora_A; a CPU generator so the same seed gives the same adapter everywhere.</param>
+    public LoraLinear(string path, Linear baseLayer, int r, double scaling, double dropoutP, Generator generator) : base(nameof(LoraLinear))
+    {
+        Path = path;
+        Scaling = scaling;
+        base_layer = baseLayer;
+        var w = baseLayer.weight;
+        long inFeatures = w.shape[1], outFeatures = w.shape[0];
+        lora_A = nn.Linear(inFeatures, r, hasBias: false);
+        lora_B = nn.Linear(r, outFeatures, hasBias: false);
+        using (no_grad())
+        {
+            // kaiming_uniform_(a=√5) on [r, in] is U(−1/√in, 1/√in); B = 0 so a fresh adapter changes nothing.
+            double bound = 1.0 / Math.Sqrt(inFeatures);
+            lora_A.weight.uniform_(-bound, bound, generator: generator);
+            lora_B.weight.zero_();
+        }
+        if (w.dtype != lora_A.weight.dtype || w.device != lora_A.weight.device)
+        {
+            lora_A.to(w.dtype).to(w.device);
+            lora_B.to(w.dtype).to(w.device);
+        }
+        if (dropoutP > 0) dropout = nn.Dropout(dropoutP);
+        RegisterComponents();
+    }
+
+    public string Path { get; }
+    public double Scaling { get; }
+    public int Rank => (int)lora_A.weight.shape[0];
+    public Linear BaseLayer => base_layer;
+    public Linear LoraA => lora_A;
+    public Linear LoraB => lora_B;
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var result = base_layer.call(x);
+        var h = dropout is null ? x : dropout.call(x);
+        return (result + lora_B.call(lora_A.call(h)).mul(Scaling)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// W + scaling · B·A, computed in fp32 (fp64 for an fp64 model) and returned in the base weight's dtype (a new tensor; the base is not changed).
+    /// Throws if the result is not finite, naming the module, so a diverged adapter never reaches a merged checkpoint.
+    /// </summary>
+    public Tensor Merge()
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var w = base_layer.weight;
+        var compute = w.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32; // never below fp32
+        var delta = lora_B.weight.to_type(compute).matmul(lora_A.weight.to_type(compute)).mul(Scaling); // [out, in]
+        var merged = w.to_type(compute) + delta;
+        if (!merged.isfinite().all().ToBoolean())
+            throw new InvalidOperationException($"LoRA merge of '{Path}' gives non-finite weights (the adapter has diverged or overflows); nothing was merged");
+        var cast = merged.to_type(w.dtype);
+        if (!cast.isfinite().all().ToBoolean())
+            throw new InvalidOperationException($"LoRA merge of '{Path}' overflows {w.dtype}; nothing was merged");
+        return cast.MoveToOuterDisposeScope();
+    }
+}
