@@ -12,6 +12,7 @@ public static class CaptionCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Checkpoint folder (Hugging Face layout)", DefaultValueFactory = _ => "checkpoints/tiny-base" };
+        var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (PEFT format) applied to the model" };
         var images = new Argument<string[]>("images") { Description = "Image files (PNG, JPEG, WebP)", Arity = ArgumentArity.OneOrMore };
         var prompt = new Option<string?>("--prompt") { Description = "Instruction (default: the checkpoint's caption prompt)" };
         var beams = new Option<int>("--beams") { Description = "Beam width (1 = greedy)", DefaultValueFactory = _ => 1 };
@@ -19,14 +20,14 @@ public static class CaptionCommand
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "One JSON object per image with tokens and log-probabilities" };
         var cmd = new Command("caption", "Caption images.\n\nExamples:\n  vlatune caption --model checkpoints/tiny-base img.png\n  vlatune caption --model DIR a.png b.png --beams 3 --json");
-        foreach (var o in new Option[] { model, prompt, beams, maxNew, batch, json }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json }) cmd.Options.Add(o);
         cmd.Arguments.Add(images);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             if (p.GetValue(beams) < 1) throw new BadInputException("--beams: must be at least 1");
             if (p.GetValue(maxNew) < 1) throw new BadInputException("--max-new-tokens: must be at least 1");
-            var vla = Vla.Load(p.GetValue(model)!);
+            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter));
             string instruction = p.GetValue(prompt) ?? Prompts.Caption(vla);
             var gen = new TextGenerator(vla);
             var opts = new GenerationOptions(p.GetValue(maxNew), p.GetValue(beams));

@@ -68,8 +68,7 @@ public static class ModelLoading
     public static Vla Load(string model, string? adapter)
     {
         var vla = Vla.Load(model);
-        if (adapter is not null)
-            throw new BadInputException($"--adapter {adapter}: adapters are not available in this build yet");
+        if (adapter is not null) VlaBias.Adapters.LoraAdapter.Load(vla.Model, adapter);
         return vla;
     }
 }

@@ -1,23 +1,66 @@
 using System.CommandLine;
+using Serilog;
+using VlaBias.Recipes;
+using VlaBias.Training;
 
 namespace VlaBias.Cli.Commands;
 
-/// <summary>vlatune [tune]: the LoRA debiasing run (SPEC §6). Options are wired here; the trainer is issue "debiasing trainer".</summary>
+/// <summary>
+/// vlatune [tune]: the LoRA debiasing run (SPEC §6). Every recipe key is also a command-line option (snake_case key →
+/// --kebab-case option); the command line wins over the recipe (default recipes/default.yaml).
+/// </summary>
 public static class TuneCommand
 {
+    public const string DefaultRecipe = "recipes/default.yaml";
+
     public static T Create<T>(T cmd) where T : Command
     {
-        var lr = new Option<double?>("--lr") { Description = "Learning rate (recipe default 1e-4)" };
-        var threshold = new Option<double?>("--threshold") { Description = "Stop when the validation pairwise probe gap is at or below this (default 0.05)" };
-        var maxSteps = new Option<int?>("--max-steps") { Description = "Upper bound on optimizer steps (default 20000)" };
-        var recipe = new Option<string?>("--recipe") { Description = "YAML recipe (default recipes/default.yaml)" };
-        foreach (var o in new Option[] { lr, threshold, maxSteps, recipe }) cmd.Options.Add(o);
+        var recipe = new Option<string?>("--recipe") { Description = $"YAML recipe (default {DefaultRecipe})" };
+        var requireThreshold = new Option<bool>("--require-threshold") { Description = "Exit 1 when the run ends without reaching the threshold" };
+        cmd.Options.Add(recipe);
+        cmd.Options.Add(requireThreshold);
+        var keyed = new List<(string key, Option<string?> option)>();
+        foreach (var (key, help) in TuneConfig.Keys)
+        {
+            if (key == "resume") continue;
+            var o = new Option<string?>("--" + key.Replace('_', '-')) { Description = help };
+            cmd.Options.Add(o);
+            keyed.Add((key, o));
+        }
+        var resume = new Option<bool>("--resume") { Description = "Continue the run --name (or the latest run) from its last checkpoint" };
+        cmd.Options.Add(resume);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
-            Console.Error.WriteLine("vlatune: the debiasing trainer (tune) is not available in this build yet; " +
-                                    "`vlatune caption` and `vlatune ask` are. See the README's status section.");
-            return ExitCodes.Internal;
+            string path = p.GetValue(recipe) ?? DefaultRecipe;
+            var r = Recipe.Load(path);
+            foreach (var (key, o) in keyed) r.Override(key, p.GetValue(o));
+            if (p.GetValue(resume))
+            {
+                r.Override("resume", "true");
+                if (p.GetValue(keyed.First(k => k.key == "name").option) is null)
+                {
+                    var runs = r.Str("runs_dir", "checkpoints/runs");
+                    var latest = new FileInfo(Path.Combine(runs, "latest"));
+                    if (latest.LinkTarget is null) throw new BadInputException($"--resume: give --name (no {runs}/latest link)");
+                    r.Override("name", Path.GetFileName(latest.LinkTarget));
+                }
+            }
+            if (p.GetResult(Cli.Common.Seed) is not null) r.Override("seed", p.GetValue(Cli.Common.Seed));
+            var cfg = TuneConfig.From(r);
+            r.CheckAllUsed();
+            if (cfg.Data == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(cfg.World);
+            var result = ProgressDisplay.Run("tune", prog => DebiasTrainer.Run(cfg, r, new SyncProgress<TuneProgress>(x =>
+                prog.Report(new(x.Step, x.MaxSteps, string.Join(" ", x.Terms.Select(t => $"{t.Key} {t.Value:F4}")) +
+                    (x.Last is null ? "" : $" | val bias {x.Last.Bias:F4} cider {x.Last.CiderD:F3}"))))));
+            Console.WriteLine();
+            Console.WriteLine($"stopped: {result.StopReason}");
+            Console.WriteLine($"steps: {result.Steps}, best adapter from step {result.BestStep}, {result.Elapsed.TotalMinutes:F1} min");
+            Console.WriteLine($"run folder: {result.RunDir}");
+            var cmp = Path.Combine(result.RunDir, "comparison.md");
+            if (File.Exists(cmp)) Console.WriteLine(File.ReadAllText(cmp));
+            if (p.GetValue(requireThreshold) && !result.ThresholdReached) return ExitCodes.MissedGoal;
+            return result.StopReason.StartsWith("non-finite", StringComparison.Ordinal) ? ExitCodes.MissedGoal : ExitCodes.Ok;
         }));
         return cmd;
     }
