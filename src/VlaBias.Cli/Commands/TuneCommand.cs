@@ -52,7 +52,8 @@ public static class TuneCommand
             if (cfg.Data == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(cfg.World);
             var result = ProgressDisplay.Run("tune", prog => DebiasTrainer.Run(cfg, r, new SyncProgress<TuneProgress>(x =>
                 prog.Report(new(x.Step, x.MaxSteps, string.Join(" ", x.Terms.Select(t => $"{t.Key} {t.Value:F4}")) +
-                    (x.Last is null ? "" : $" | val bias {x.Last.Bias:F4} cider {x.Last.CiderD:F3}"))))));
+                    (x.Last is null ? "" : $" | val bias {x.Last.Bias:F4} cider {x.Last.CiderD:F3}")))),
+                onRunDir: dir => Cli.ConfigureLogging(p.GetValue(Cli.Common.Verbose), Path.Combine(dir, "log.jsonl"))));
             Console.WriteLine();
             Console.WriteLine($"stopped: {result.StopReason}");
             Console.WriteLine($"steps: {result.Steps}, best adapter from step {result.BestStep}, {result.Elapsed.TotalMinutes:F1} min");

@@ -196,5 +196,5 @@ public static class MetricsCalculator
         ["metrics"] = new JsonObject(metrics.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value.ToJson()))),
     };
 
-    public static string ToJson(JsonObject doc) => doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    public static string ToJson(JsonObject doc) => doc.ToJsonString(JsonFormat.Pretty);
 }

@@ -173,6 +173,6 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
         }
         ShardedCheckpoint.SaveFolder(dir, tensors, maxShardBytes, new Dictionary<string, string> { ["format"] = "pt" });
         var cfg = Config with { TorchDtype = DType switch { ScalarType.BFloat16 => "bfloat16", ScalarType.Float16 => "float16", _ => "float32" } };
-        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJson().ToJsonString(JsonFormat.Pretty));
     }
 }

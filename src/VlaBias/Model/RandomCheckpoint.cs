@@ -31,11 +31,11 @@ public static class RandomCheckpoint
         model.InitWeights(std, seed);
         model.SavePretrained(dir);
         var pre = PreprocessorConfig.ForSize(cfg.Vision.ImageSize);
-        AtomicFile.WriteAllText(Path.Combine(dir, "preprocessor_config.json"), pre.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(dir, "preprocessor_config.json"), pre.ToJson().ToJsonString(JsonFormat.Pretty));
         var tcPath = Path.Combine(dir, "tokenizer_config.json");
         var tc = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(tcPath))!.AsObject();
         tc["vlatune_caption_prompt"] = captionPrompt;
-        AtomicFile.WriteAllText(tcPath, tc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(tcPath, tc.ToJsonString(JsonFormat.Pretty));
         model.eval();
         return model;
     }

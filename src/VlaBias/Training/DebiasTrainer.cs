@@ -36,11 +36,12 @@ public static class DebiasTrainer
 {
     public const string CheckpointDir = "_checkpoint";
 
-    public static TuneResult Run(TuneConfig cfg, Recipe resolved, IProgress<TuneProgress>? progress = null, CancellationToken cancel = default)
+    public static TuneResult Run(TuneConfig cfg, Recipe resolved, IProgress<TuneProgress>? progress = null, CancellationToken cancel = default, Action<string>? onRunDir = null)
     {
         cfg.Validate();
         var clock = Stopwatch.StartNew();
         string runDir = PrepareRunDir(cfg);
+        onRunDir?.Invoke(runDir);
         AtomicFile.WriteAllText(Path.Combine(runDir, "config.yaml"), resolved.ToYaml());
         Log.Information("tune: run folder {Run}", runDir);
 
@@ -112,7 +113,7 @@ public static class DebiasTrainer
             for (int micro = 0; micro < cfg.GradAccum; micro++)
             {
                 using var scope = NewDisposeScope();
-                var rng = new Random(HashCode.Combine(cfg.Seed, step, micro));
+                var rng = new Random(StepSeed(cfg.Seed, step, micro));   // a function of (seed, step): resumes see the same batches
                 manual_seed(cfg.Seed * 1_000_003 + step * 31 + micro);
                 Tensor loss = zeros(1);
                 var pairs = Enumerable.Range(0, cfg.PairsPerStep).Select(_ => data.Pairs[rng.Next(data.Pairs.Count)]).ToList();
@@ -201,6 +202,14 @@ public static class DebiasTrainer
             (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, runDir);
         WriteState(runDir, stopReason, reached, state, basePoint, clock.Elapsed, cfg);
         return new TuneResult(runDir, stopReason, reached, state.BestStep, state.Step, state.Evaluations, basePoint, clock.Elapsed, baseMetrics, tunedMetrics);
+    }
+
+    /// <summary>Deterministic across processes (HashCode.Combine is randomised per process).</summary>
+    private static int StepSeed(long seed, long step, int micro)
+    {
+        ulong x = (ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)step * 0xBF58476D1CE4E5B9UL ^ (ulong)micro * 0x94D049BB133111EBUL;
+        x ^= x >> 31; x *= 0xD6E8FEB86659FD93UL; x ^= x >> 32;
+        return (int)(x & 0x7FFFFFFF);
     }
 
     private static void Add(Dictionary<string, double> d, string k, double v) => d[k] = d.GetValueOrDefault(k) + v;
@@ -335,7 +344,7 @@ public static class DebiasTrainer
             { ["step"] = e.Step, ["bias"] = N(e.Bias), ["cider_d"] = N(e.CiderD), ["loss"] = N(e.Loss) }).ToArray()),
             ["elapsed_seconds"] = Math.Round(elapsed.TotalSeconds, 1),
         };
-        AtomicFile.WriteAllText(Path.Combine(runDir, "trainer_state.json"), doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(runDir, "trainer_state.json"), doc.ToJsonString(JsonFormat.Pretty));
     }
 
     /// <summary>Base and tuned on the suite's split (SPEC §6 end of run): eval/base, eval/tuned, comparison.md.</summary>

@@ -69,7 +69,7 @@ public static class Pretrainer
         VlaTokenizer.WriteWordLevel(cfg.Out, words);
         WriteTokenizerExtras(cfg.Out, world.Templates.CaptionPrompt);
         var pre = PreprocessorConfig.ForSize(cfg.ImageSize);
-        AtomicFile.WriteAllText(Path.Combine(cfg.Out, "preprocessor_config.json"), pre.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(cfg.Out, "preprocessor_config.json"), pre.ToJson().ToJsonString(JsonFormat.Pretty));
         var tok = VlaTokenizer.FromFolder(cfg.Out);
         var modelConfig = cfg.ModelConfig(tok.VocabSize, tok.ImageTokenId, tok.BosId, tok.EosId, tok.PadId);
 
@@ -153,7 +153,7 @@ public static class Pretrainer
         {
             ["steps"] = step, ["examples"] = examples.Count, ["images"] = train.Count, ["final_loss_ema"] = emaLoss,
             ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1), ["last_check"] = JsonNode.Parse(lastCheck.ToJsonString()),
-        }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }.ToJsonString(JsonFormat.Pretty));
         return new PretrainResult(cfg.Out, step, emaLoss, clock.Elapsed, lastCheck);
     }
 
@@ -190,7 +190,7 @@ public static class Pretrainer
         var path = Path.Combine(dir, "tokenizer_config.json");
         var tc = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
         tc["vlatune_caption_prompt"] = captionPrompt;
-        AtomicFile.WriteAllText(path, tc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(path, tc.ToJsonString(JsonFormat.Pretty));
     }
 
     public static int[] Permutation(int n, long seed)
@@ -222,7 +222,7 @@ public static class TrainingCheckpoint
         using (var f = File.Create(Path.Combine(tmp, "optimizer.bin")))
         using (var w = new BinaryWriter(f)) opt.save_state_dict(w);
         var json = new JsonObject { ["step"] = state.Step, ["loss"] = double.IsFinite(state.Loss) ? state.Loss : null, ["extra"] = state.Extra?.DeepClone() };
-        File.WriteAllText(Path.Combine(tmp, "state.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(tmp, "state.json"), json.ToJsonString(JsonFormat.Pretty));
         string old = dir + ".old";
         if (Directory.Exists(old)) Directory.Delete(old, true);
         if (Directory.Exists(dir)) Directory.Move(dir, old);

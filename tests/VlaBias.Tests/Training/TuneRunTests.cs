@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using NUnit.Framework;
+using VlaBias.Tests.Cli;
+
+namespace VlaBias.Tests.Training;
+
+/// <summary>The real `vlatune tune` on a tiny world: run folder contents, and kill -9 + --resume determinism.</summary>
+public class TuneRunTests
+{
+    private string dir = "";
+    private TinyWorld world = null!;
+
+    [OneTimeSetUp]
+    public void Build()
+    {
+        dir = TestPaths.NewTempDir("tune");
+        world = new TinyWorld(dir);
+    }
+
+    [OneTimeTearDown]
+    public void Clean() => Directory.Delete(dir, true);
+
+    private string[] Args(string runs, string name, int maxSteps, params string[] extra) =>
+    [
+        "tune", "--recipe", Path.Combine(TinyWorld.RepoRoot(), "recipes/default.yaml"), "--model", world.Model, "--data", world.Manifest, "--suite", world.Suite, "--runs-dir", runs, "--name", name,
+        "--max-steps", maxSteps.ToString(), "--eval-every", "4", "--save-every", "2", "--lr", "1e-3", "--threshold", "0",
+        "--pairs-per-step", "4", "--probes-per-pair", "2", "--retain-per-step", "4", "--lora-dropout", "0.1", "--threads", "1", .. extra,
+    ];
+
+    private static string Hash(string file) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(file)));
+
+    [Test]
+    public void Tune_writes_a_run_folder_with_adapter_state_evaluations_and_comparison()
+    {
+        var runs = Path.Combine(dir, "runs-a");
+        var baseHash = Hash(Path.Combine(world.Model, "model.safetensors"));
+        var r = CliRunner.Run(dir, Args(runs, "full", 8, "--test-bootstrap", "20"));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.Stderr);
+        var run = Path.Combine(runs, "full");
+        foreach (var f in new[] { "adapter_config.json", "adapter_model.safetensors", "trainer_state.json", "config.yaml", "comparison.md",
+                     "log.jsonl", "eval/base/metrics.json", "eval/tuned/metrics.json", "eval/tuned/samples.jsonl", "eval/tuned/report.md" })
+            Assert.That(File.Exists(Path.Combine(run, f)), Is.True, f);
+        var state = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "trainer_state.json")))!;
+        Assert.That(state["steps"]!.GetValue<long>(), Is.EqualTo(8));
+        Assert.That(state["stop_reason"]!.GetValue<string>(), Does.Contain("max_steps"));
+        Assert.That(state["evaluations"]!.AsArray().Select(e => e!["step"]!.GetValue<long>()), Is.EqualTo(new long[] { 4, 8 }));
+        Assert.That(Hash(Path.Combine(world.Model, "model.safetensors")), Is.EqualTo(baseHash), "the base checkpoint must stay bit-identical");
+        Assert.That(r.Stdout, Does.Contain("stopped: max_steps reached"));
+        Assert.That(new FileInfo(Path.Combine(runs, "latest")).LinkTarget, Is.EqualTo("full"));
+    }
+
+    [Test]
+    public void Killed_run_resumes_and_ends_with_the_same_adapter_as_an_uninterrupted_run()
+    {
+        var runs = Path.Combine(dir, "runs-b");
+        var straight = CliRunner.Run(dir, Args(runs, "straight", 12, "--final-eval", "false"));
+        Assert.That(straight.ExitCode, Is.EqualTo(0), straight.Stderr);
+
+        // Start the same run, kill -9 it once a checkpoint past step 4 exists, then resume.
+        var dll = Path.Combine(AppContext.BaseDirectory, "vlatune.dll");
+        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = dir, RedirectStandardError = true, RedirectStandardOutput = true };
+        psi.ArgumentList.Add(dll);
+        foreach (var arg in Args(runs, "killed", 12, "--final-eval", "false")) psi.ArgumentList.Add(arg);
+        using (var p = Process.Start(psi)!)
+        {
+            p.OutputDataReceived += (_, _) => { };
+            p.ErrorDataReceived += (_, _) => { };
+            p.BeginOutputReadLine(); p.BeginErrorReadLine();
+            var stateFile = Path.Combine(runs, "killed", "_checkpoint", "state.json");
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed < TimeSpan.FromMinutes(5) && !p.HasExited)
+            {
+                try
+                {
+                    if (File.Exists(stateFile) && JsonNode.Parse(File.ReadAllText(stateFile))!["step"]!.GetValue<long>() >= 6) break;
+                }
+                catch (Exception e) when (e is IOException or System.Text.Json.JsonException) { }
+                Thread.Sleep(20);
+            }
+            Assert.That(p.HasExited, Is.False, "the run ended before it could be killed");
+            p.Kill(entireProcessTree: true);   // SIGKILL
+            p.WaitForExit();
+        }
+        Assert.That(File.Exists(Path.Combine(runs, "killed", "trainer_state.json")), Is.False, "a killed run has no final state");
+        var resumed = CliRunner.Run(dir, Args(runs, "killed", 12, "--final-eval", "false", "--resume"));
+        Assert.That(resumed.ExitCode, Is.EqualTo(0), resumed.Stderr);
+        Assert.That(resumed.Stderr, Does.Contain("resumed at step"));
+        Assert.That(Hash(Path.Combine(runs, "killed", "adapter_model.safetensors")), Is.EqualTo(Hash(Path.Combine(runs, "straight", "adapter_model.safetensors"))));
+        var a = JsonNode.Parse(File.ReadAllText(Path.Combine(runs, "straight", "trainer_state.json")))!["evaluations"]!.ToJsonString();
+        var b = JsonNode.Parse(File.ReadAllText(Path.Combine(runs, "killed", "trainer_state.json")))!["evaluations"]!.ToJsonString();
+        Assert.That(b, Is.EqualTo(a));
+    }
+
+    [Test]
+    public void Unknown_recipe_key_and_bad_value_are_one_line_errors_with_exit_code_2()
+    {
+        var recipe = Path.Combine(dir, "bad.yaml");
+        File.WriteAllText(recipe, "lr: 1e-4\nlearning_rat: 3\n");
+        var r = CliRunner.Run(dir, "tune", "--recipe", recipe, "--model", world.Model);
+        Assert.That(r.ExitCode, Is.EqualTo(2), r.Stderr);
+        Assert.That(r.Stderr, Does.Contain("learning_rat"));
+        Assert.That(r.Stderr.Trim().Split('\n'), Has.Length.EqualTo(1));
+        var r2 = CliRunner.Run(dir, "tune", "--recipe", Path.Combine(TinyWorld.RepoRoot(), "recipes/default.yaml"), "--lr", "fast", "--model", world.Model);
+        Assert.That(r2.ExitCode, Is.EqualTo(2), r2.Stderr);
+        Assert.That(r2.Stderr, Does.Contain("'lr'"));
+    }
+}
