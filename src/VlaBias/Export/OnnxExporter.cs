@@ -53,7 +53,7 @@ public static class OnnxExporter
             ["bos"] = Token(tok.BosToken, tok.BosId), ["eos"] = Token(tok.EosToken, tok.EosId),
             ["pad"] = Token(tok.PadToken, tok.PadId), ["image"] = Token(tok.ImageToken, tok.ImageTokenId),
         };
-        AtomicFile.WriteAllText(Path.Combine(outDir, InfoFile), info.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(outDir, InfoFile), info.ToJsonString(Json));
         return result with { Files = files };
     }
 
@@ -86,12 +86,14 @@ public static class OnnxExporter
                 if (data is not null) { files.Add(Path.GetFileName(data)); external = true; }
             }
         }
-        AtomicFile.WriteAllText(Path.Combine(outDir, "config.json"), c.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(outDir, "config.json"), c.ToJson().ToJsonString(Json));
         files.Add("config.json");
-        AtomicFile.WriteAllText(Path.Combine(outDir, InfoFile), Info(c).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(outDir, InfoFile), Info(c).ToJsonString(Json));
         files.Add(InfoFile);
         return new OnnxExportResult(outDir, files, bytes, external);
     }
+
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private static string Producer => typeof(OnnxExporter).Assembly.GetName().Version?.ToString() ?? "0";
 
