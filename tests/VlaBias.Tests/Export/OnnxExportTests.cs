@@ -149,6 +149,18 @@ public class ClipLlamaOnnxExportTests : OnnxExportFixture
         Report("external data", r);
         Assert.That(r.Passed);
     }
+
+    [Test]
+    public void Verifier_fails_an_export_of_a_different_model()
+    {
+        // The check is not vacuous: the same architecture with other weights must miss the tolerance by far.
+        var other = Path.Combine(dir, "other");
+        RandomCheckpoint.Write(other, TestPaths.Words, seed: 99, std: 0.3);
+        var r = ExportVerifier.Verify(Vla.Load(other), exportDir, [Image(10)], "describe the image.", decodeSteps: 3);
+        TestContext.Out.WriteLine($"other weights: max |Δlogit| = {r.MaxAbsDiff:E2}");
+        Assert.That(r.MaxAbsDiff, Is.GreaterThan(0.1));
+        Assert.That(r.Passed, Is.False);
+    }
 }
 
 [TestFixture]
