@@ -17,6 +17,26 @@ public sealed record PromptBatch(Tensor InputIds, Tensor Mask, Tensor? Pixels, T
     public long Size => InputIds.shape[0];
     public long Length => InputIds.shape[1];
     public void Dispose() { InputIds.Dispose(); Mask.Dispose(); Pixels?.Dispose(); Features?.Dispose(); }
+
+    /// <summary>Left-pads token sequences with <paramref name="padId"/>; <paramref name="pixels"/> are stacked in row order.</summary>
+    public static PromptBatch LeftPadded(IReadOnlyList<int[]> sequences, int padId, IReadOnlyList<Tensor>? pixels, ScalarType dtype, Tensor? features = null)
+    {
+        int len = sequences.Max(s => s.Length);
+        var ids = new long[sequences.Count * len];
+        var mask = new long[sequences.Count * len];
+        for (int b = 0; b < sequences.Count; b++)
+        {
+            int pad = len - sequences[b].Length;
+            for (int i = 0; i < len; i++)
+            {
+                bool real = i >= pad;
+                ids[b * len + i] = real ? sequences[b][i - pad] : padId;
+                mask[b * len + i] = real ? 1 : 0;
+            }
+        }
+        Tensor? px = pixels is { Count: > 0 } ? stack(pixels).to_type(dtype) : null;
+        return new PromptBatch(tensor(ids, [sequences.Count, len]), tensor(mask, [sequences.Count, len]), px, features);
+    }
 }
 
 public sealed class Vla
@@ -47,25 +67,10 @@ public sealed class Vla
         Tokenizer.EncodePrompt(prompt, withImage ? Config.ImageSeqLength : 0);
 
     /// <summary>Left-pads token sequences into one batch; <paramref name="pixels"/> are stacked images in row order.</summary>
-    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels) => Batch(sequences, pixels, null);
+    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels) =>
+        PromptBatch.LeftPadded(sequences, Tokenizer.PadId, pixels, Model.DType);
 
     /// <summary>Like <see cref="Batch(IReadOnlyList{int[]}, IReadOnlyList{Tensor}?)"/> with precomputed image features [B_img, N, C].</summary>
-    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels, Tensor? features)
-    {
-        int len = sequences.Max(s => s.Length);
-        var ids = new long[sequences.Count * len];
-        var mask = new long[sequences.Count * len];
-        for (int b = 0; b < sequences.Count; b++)
-        {
-            int pad = len - sequences[b].Length;
-            for (int i = 0; i < len; i++)
-            {
-                bool real = i >= pad;
-                ids[b * len + i] = real ? sequences[b][i - pad] : Tokenizer.PadId;
-                mask[b * len + i] = real ? 1 : 0;
-            }
-        }
-        Tensor? px = pixels is { Count: > 0 } ? stack(pixels).to_type(Model.DType) : null;
-        return new PromptBatch(tensor(ids, [sequences.Count, len]), tensor(mask, [sequences.Count, len]), px, features);
-    }
+    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels, Tensor? features) =>
+        PromptBatch.LeftPadded(sequences, Tokenizer.PadId, pixels, Model.DType, features);
 }
