@@ -19,18 +19,32 @@ public static class CaptionCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest caption in tokens", DefaultValueFactory = _ => 24 };
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "One JSON object per image with tokens and log-probabilities" };
+        var engine = new Option<string>("--engine") { Description = "torch (a checkpoint folder) or onnx (a folder written by `vlatune export`)", DefaultValueFactory = _ => "torch" };
         var cmd = new Command("caption", "Caption images.\n\nExamples:\n  vlatune caption --model checkpoints/tiny-base img.png\n  vlatune caption --model DIR a.png b.png --beams 3 --json");
-        foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json, engine }) cmd.Options.Add(o);
         cmd.Arguments.Add(images);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             if (p.GetValue(beams) < 1) throw new BadInputException("--beams: must be at least 1");
             if (p.GetValue(maxNew) < 1) throw new BadInputException("--max-new-tokens: must be at least 1");
+            var opts = new GenerationOptions(p.GetValue(maxNew), p.GetValue(beams));
+            if (p.GetValue(engine) == "onnx")
+            {
+                if (p.GetValue(adapter) is not null) throw new BadInputException("--adapter: an ONNX export already has its adapter merged; export with --adapter instead");
+                using var onnx = VlaBias.Export.OnnxVla.Load(p.GetValue(model)!);
+                int bad = 0;
+                foreach (var f in p.GetValue(images)!)
+                {
+                    try { Print(f, onnx.Caption([f], p.GetValue(prompt), opts)[0], onnx.Tokenizer, p.GetValue(json)); }
+                    catch (BadInputException e) when (p.GetValue(images)!.Length > 1) { bad++; Console.Error.WriteLine($"vlatune: error: {e.Message}"); }
+                }
+                return bad > 0 ? ExitCodes.BadInput : ExitCodes.Ok;
+            }
+            if (p.GetValue(engine) != "torch") throw new BadInputException($"--engine: unknown value '{p.GetValue(engine)}' (expected torch or onnx)");
             var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter));
             string instruction = p.GetValue(prompt) ?? Prompts.Caption(vla);
             var gen = new TextGenerator(vla);
-            var opts = new GenerationOptions(p.GetValue(maxNew), p.GetValue(beams));
             var files = p.GetValue(images)!;
             int bs = Math.Max(1, p.GetValue(batch));
             int failed = 0;
@@ -52,14 +66,14 @@ public static class CaptionCommand
                 var ids = ok.Select(_ => vla.PromptIds(instruction)).ToList();
                 using var b = vla.Batch(ids, ok.Select(x => x.px).ToList());
                 var outs = gen.Generate(b, opts);
-                for (int i = 0; i < ok.Count; i++) Print(ok[i].file, outs[i], vla, p.GetValue(json));
+                for (int i = 0; i < ok.Count; i++) Print(ok[i].file, outs[i], vla.Tokenizer, p.GetValue(json));
             }
             return failed > 0 ? ExitCodes.BadInput : ExitCodes.Ok;
         }));
         return cmd;
     }
 
-    private static void Print(string file, Generated g, Vla vla, bool json)
+    private static void Print(string file, Generated g, VlaBias.Text.VlaTokenizer tokenizer, bool json)
     {
         if (!json) { Console.WriteLine($"{file}\t{g.Text}"); return; }
         var o = new JsonObject
@@ -68,7 +82,7 @@ public static class CaptionCommand
             ["caption"] = g.Text,
             ["tokens"] = new JsonArray(g.Tokens.Select((t, i) => (JsonNode)new JsonObject
             {
-                ["id"] = t, ["token"] = vla.Tokenizer.Decode([t]), ["logprob"] = Math.Round(g.LogProbs[i], 6),
+                ["id"] = t, ["token"] = tokenizer.Decode([t]), ["logprob"] = Math.Round(g.LogProbs[i], 6),
             }).ToArray()),
             ["sum_logprob"] = Math.Round(g.SumLogProb, 6),
         };
