@@ -18,4 +18,5 @@ root.Subcommands.Add(AskCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(PretrainCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(CompareCommand.Create());
 return root.Parse(args).Invoke();
