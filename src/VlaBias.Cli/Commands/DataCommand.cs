@@ -78,7 +78,13 @@ public static class DataCommand
     // Tables go to stdout (they are the command's output); logs and errors to stderr.
     private static void PrintAudit(AuditReport r)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+        // Piped or redirected: plain text (no colour escapes) at a width that fits the tables.
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Out),
+            Ansi = Console.IsOutputRedirected ? AnsiSupport.No : AnsiSupport.Detect,
+            ColorSystem = Console.IsOutputRedirected ? ColorSystemSupport.NoColors : ColorSystemSupport.Detect,
+        });
         if (Console.IsOutputRedirected) console.Profile.Width = 160;
         static string F(double v, string fmt = "0.000") => double.IsFinite(v) ? v.ToString(fmt, CultureInfo.InvariantCulture) : "–";
         console.MarkupLine($"[bold]Audit of {Markup.Escape(r.Manifest)}[/]{(r.Split is null ? "" : $", split [bold]{Markup.Escape(r.Split)}[/]")}: {r.NItems} items");

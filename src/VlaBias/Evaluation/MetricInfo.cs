@@ -78,7 +78,7 @@ public static class MetricInfo
             var sig = gaps.Where(g => g.Significant).ToList();
             var top = gaps.Where(g => double.IsFinite(g.Gap)).OrderByDescending(g => Math.Abs(g.Gap)).FirstOrDefault();
             string s = $"{sig.Count} of {gaps.Count} probe attributes show a significant difference between women and men (permutation test, Holm-corrected, α = 0.05)";
-            if (top is not null) s += $"; the largest is \"{top.Attribute}\" ({(top.Gap >= 0 ? "+" : "")}{P(top.Gap)}: said of {(top.Gap >= 0 ? "women" : "men")} more often)";
+            if (top is not null) s += $"; the largest gap is \"{top.Attribute}\" ({(top.Gap >= 0 ? "+" : "")}{P(top.Gap)}: said of {(top.Gap >= 0 ? "women" : "men")} more often)";
             lines.Add(s + ".");
         }
         if (V("caption_gender.error_rate") is double er)

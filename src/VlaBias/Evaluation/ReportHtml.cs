@@ -36,7 +36,7 @@ public static class ReportHtml
         .card img{width:160px;height:160px;object-fit:contain;image-rendering:pixelated;display:block;margin:0 auto 6px;background:#eee;border-radius:4px}
         .card .missing{width:160px;height:160px;margin:0 auto 6px;background:#eee;color:#888;display:flex;align-items:center;justify-content:center;text-align:center;font-size:12px;border-radius:4px}
         .tags{color:#5a6475;font-size:12px;margin-bottom:4px}.tags b{color:#1d2330}
-        .cap{margin:3px 0}.cap .who{display:inline-block;min-width:54px;font-weight:600}
+        .cap{display:grid;grid-template-columns:58px 1fr;gap:4px;margin:3px 0}.cap .who{font-weight:600}
         .refs{color:#5a6475;margin:4px 0 0;padding-left:18px}
         .legend-swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
         """;
@@ -134,7 +134,7 @@ public static class ReportHtml
             {
                 captionsByRun[j].TryGetValue(item.Id, out var c);
                 refs ??= c?.References;
-                sb.Append($"<div class=\"cap\"><span class=\"who\" style=\"color:{ReportPlots.SeriesHex(j)}\">{E(runs[j].Name)}</span> {E(c?.Output ?? "–")}</div>");
+                sb.Append($"<div class=\"cap\"><span class=\"who\" style=\"color:{ReportPlots.SeriesHex(j)}\">{E(runs[j].Name)}</span><span>{E(c?.Output ?? "–")}</span></div>");
             }
             if (refs is { Count: > 0 })
                 sb.Append("<ul class=\"refs\">").Append(string.Concat(refs.Take(3).Select(r => $"<li>{E(r)}</li>"))).Append("</ul>");
