@@ -40,6 +40,28 @@ public static class EvalCommand
             return ExitCodes.Ok;
         }));
         cmd.Subcommands.Add(Merge());
+        cmd.Subcommands.Add(Report());
+        return cmd;
+    }
+
+    private static Command Report()
+    {
+        var dir = new Argument<string>("folder") { Description = "An eval folder (metrics.json + samples.jsonl) or a tune run folder (eval/base + eval/tuned)" };
+        var suite = new Option<string?>("--suite") { Description = "Suite YAML the eval folder was made with (default: the one recorded in report_context.json)" };
+        var cmd = new Command("report", "Rewrite report.md, report.html and plots/ of an eval folder, or the base-vs-tuned report.html of a run folder.\n\n" +
+            "Examples:\n  vlatune eval report eval/runs/base\n  vlatune eval report checkpoints/runs/latest");
+        cmd.Arguments.Add(dir);
+        cmd.Options.Add(suite);
+        Cli.Common.AddTo(cmd);
+        cmd.SetAction(p => Cli.Run(p, () =>
+        {
+            string d = p.GetValue(dir)!;
+            if (!Directory.Exists(d)) throw new BadInputException($"{d}: folder not found");
+            if (Directory.Exists(Path.Combine(d, "eval", "tuned")) && !File.Exists(Path.Combine(d, EvalRunner.MetricsFile))) Reports.WriteRunReport(d);
+            else Reports.RebuildEvalReport(d, p.GetValue(suite));
+            Console.WriteLine(Path.Combine(d, "report.html"));
+            return ExitCodes.Ok;
+        }));
         return cmd;
     }
 

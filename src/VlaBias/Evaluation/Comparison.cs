@@ -43,16 +43,17 @@ public static class Comparison
         AtomicFile.WriteAllText(path, sb.ToString());
     }
 
-    private static double? V(JsonNode? c) => c?["value"] is JsonNode v ? v.GetValue<double>() : null;
+    public static double? V(JsonNode? c) => c?["value"] is JsonNode v ? v.GetValue<double>() : null;
 
-    private static bool Significant(JsonNode? a, JsonNode? b)
+    /// <summary>True when both cells have CIs and the two 95% intervals do not overlap.</summary>
+    public static bool Significant(JsonNode? a, JsonNode? b)
     {
         if (a?["ci95"] is not JsonArray ca || b?["ci95"] is not JsonArray cb || ca[0] is null || cb[0] is null) return false;
         double al = ca[0]!.GetValue<double>(), ah = ca[1]!.GetValue<double>(), bl = cb[0]!.GetValue<double>(), bh = cb[1]!.GetValue<double>();
         return ah < bl || bh < al;
     }
 
-    private static string Cell(JsonNode? c)
+    public static string Cell(JsonNode? c)
     {
         if (c?["value"] is not JsonNode v) return "–";
         string s = v.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);

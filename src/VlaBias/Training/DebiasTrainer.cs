@@ -201,6 +201,7 @@ public static class DebiasTrainer
         if (cfg.FinalEval && !state.NonFinite)
             (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, runDir);
         WriteState(runDir, stopReason, reached, state, basePoint, clock.Elapsed, cfg);
+        if (baseMetrics is not null) WriteRunReport(runDir);
         return new TuneResult(runDir, stopReason, reached, state.BestStep, state.Step, state.Evaluations, basePoint, clock.Elapsed, baseMetrics, tunedMetrics);
     }
 
@@ -369,6 +370,13 @@ public static class DebiasTrainer
         var t = EvalRunner.Run(tunedVla, new EvalRequest(cfg.Model, runDir, suite, Path.Combine(runDir, "eval", "tuned"), Shard.All));
         Comparison.Write(Path.Combine(runDir, "comparison.md"), [("base", b.Metrics!), ("tuned", t.Metrics!)]);
         return (b.Metrics!, t.Metrics!);
+    }
+
+    /// <summary>The run's HTML/markdown report (base vs tuned, per-attribute bias, training curves, captions side by side).</summary>
+    public static void WriteRunReport(string runDir)
+    {
+        try { Reports.WriteRunReport(runDir); }
+        catch (Exception e) when (e is not OperationCanceledException) { Log.Warning("tune: the run report could not be written: {Error}", e.Message); }
     }
 
     private sealed record RunState
