@@ -51,10 +51,12 @@ public static class TrainStepBench
         var forward = new List<double>();
         var backward = new List<double>();
         var optimizer = new List<double>();
+        var cpu = new List<double>();
         double lastLoss = double.NaN;
         void Step()
         {
             using var scope = NewDisposeScope();
+            double cpu0 = Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds;
             var sw = Stopwatch.StartNew();
             var logits = model.ForwardEmbeds(embeds);
             var loss = Sequences.CrossEntropy(logits, labels);
@@ -66,6 +68,7 @@ public static class TrainStepBench
             opt.zero_grad();
             double o = sw.Elapsed.TotalMilliseconds;
             forward.Add(f); backward.Add(b - f); optimizer.Add(o - b);
+            cpu.Add(Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds - cpu0);
             lastLoss = loss.ToSingle();
         }
         var step = Samples.TimeMs(warmup, repeats, Step);
@@ -78,6 +81,8 @@ public static class TrainStepBench
         {
             ["mode"] = mode,
             ["step_ms"] = step.ToJson(),
+            // process CPU time per step (all threads): steadier than wall time on a shared machine
+            ["step_cpu_ms"] = Last(cpu, n).ToJson(),
             ["steps_per_s"] = Samples.Round(1000.0 / step.Median),
             ["samples_per_s"] = Samples.Round(bc.Batch * 1000.0 / step.Median),
             ["tokens_per_s"] = Samples.Round(tokens * 1000.0 / step.Median, 1),
