@@ -52,8 +52,14 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var result = base_layer.call(x);
-        var h = dropout is null ? x : dropout.call(x);
-        return (result + lora_B.call(lora_A.call(h)).mul(Scaling)).MoveToOuterDisposeScope();
+        var h = lora_A.call(dropout is null ? x : dropout.call(x));
+        if (result.dtype == ScalarType.Float64) return (result + lora_B.call(h).mul(Scaling)).MoveToOuterDisposeScope();
+        // result + scaling · h·Bᵀ as one GEMM that accumulates into the base output (addmm, beta 1): saves a
+        // multiply pass and an add pass over [tokens, out] forward and backward. addmm's alpha is a float, which is
+        // the precision fp32/bf16 kernels use for the scalar anyway; fp64 keeps the two-op form above.
+        long outF = result.shape[^1], r = h.shape[^1];
+        var fused = addmm(result.reshape(-1, outF), h.reshape(-1, r), lora_B.weight.t(), 1.0f, (float)Scaling);
+        return fused.view(result.shape).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -254,15 +254,16 @@ public sealed class OnnxVla : IDisposable
     }
 
     public IReadOnlyList<Generated> Generate(PromptBatch batch, GenerationOptions options) =>
-        options.NumBeams > 1 ? Beam(batch, options) : Greedy(batch, options.MaxNewTokens);
+        options.NumBeams > 1 ? Beam(batch, options) : Greedy(batch, options.MaxNewTokens, options.MinNewTokens);
 
-    private IReadOnlyList<Generated> Greedy(PromptBatch batch, int maxNew)
+    private IReadOnlyList<Generated> Greedy(PromptBatch batch, int maxNew, int minNew)
     {
         int b = (int)batch.Size, v = Info.VocabSize;
         var tokens = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
         var logps = Enumerable.Range(0, b).Select(_ => new List<float>()).ToArray();
         var done = new bool[b];
         var suppressed = Suppressed;
+        int[] suppressedWithEos = [.. suppressed, Eos];
         using var state = Start(batch, out var logits);
         for (int step = 0; step < maxNew; step++)
         {
@@ -272,7 +273,7 @@ public sealed class OnnxVla : IDisposable
             bool all = true;
             for (int r = 0; r < b; r++)
             {
-                int best = ArgMax(lp, r * v, v, suppressed);
+                int best = ArgMax(lp, r * v, v, step < minNew ? suppressedWithEos : suppressed);
                 next[r] = best;
                 if (done[r]) continue;
                 if (best == Eos) { done[r] = true; continue; }
@@ -318,7 +319,7 @@ public sealed class OnnxVla : IDisposable
         var active = Enumerable.Repeat(true, b).ToArray();
         for (int step = 0; step < o.MaxNewTokens; step++)
         {
-            foreach (var s in suppressed)
+            foreach (var s in step < o.MinNewTokens ? [.. suppressed, Eos] : suppressed)
                 for (int r = 0; r < b * k; r++) lp[r * v + s] = float.NegativeInfinity;
             var nextRows = new long[b * k];
             var nextTokens = new long[b * k];

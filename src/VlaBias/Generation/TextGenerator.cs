@@ -6,7 +6,8 @@ using static TorchSharp.torch;
 
 namespace VlaBias.Generation;
 
-public sealed record GenerationOptions(int MaxNewTokens = 24, int NumBeams = 1, double LengthPenalty = 1.0, bool UseCache = true)
+/// <param name="MinNewTokens">The stop token cannot be chosen before this many new tokens (benchmarks force a fixed length with it).</param>
+public sealed record GenerationOptions(int MaxNewTokens = 24, int NumBeams = 1, double LengthPenalty = 1.0, bool UseCache = true, int MinNewTokens = 0)
 {
     public static GenerationOptions Greedy(int maxNew = 24) => new(maxNew);
 }
@@ -28,16 +29,17 @@ public sealed class TextGenerator(Vla vla)
     /// <summary>Tokens never generated: the image placeholder, padding and BOS (their log-probs are still reported as the model gives them).</summary>
     private long[] Suppressed => new long[] { vla.Tokenizer.ImageTokenId, vla.Tokenizer.PadId, vla.Tokenizer.BosId }.Where(t => t != Eos).Distinct().ToArray();
 
-    private Tensor Choosable(Tensor logProbs) => logProbs.index_fill(1, tensor(Suppressed), double.NegativeInfinity);
+    private Tensor Choosable(Tensor logProbs, bool allowEos = true) =>
+        logProbs.index_fill(1, tensor(allowEos ? Suppressed : [.. Suppressed, Eos]), double.NegativeInfinity);
 
     public IReadOnlyList<Generated> Generate(PromptBatch batch, GenerationOptions options, TokenPenalty? penalty = null)
     {
         using var _ = no_grad();
         if (options.NumBeams > 1) return Beam(batch, options, penalty);
-        return options.UseCache ? GreedyCached(batch, options.MaxNewTokens) : GreedyRecompute(batch, options.MaxNewTokens);
+        return options.UseCache ? GreedyCached(batch, options.MaxNewTokens, options.MinNewTokens) : GreedyRecompute(batch, options.MaxNewTokens, options.MinNewTokens);
     }
 
-    private IReadOnlyList<Generated> GreedyCached(PromptBatch batch, int maxNew)
+    private IReadOnlyList<Generated> GreedyCached(PromptBatch batch, int maxNew, int minNew)
     {
         long b = batch.Size, len = batch.Length;
         using var cache = Model.NewCache(b, len + maxNew);
@@ -53,7 +55,7 @@ public sealed class TextGenerator(Vla vla)
             {
                 using var stepScope = NewDisposeScope();
                 var lp = last.to_type(ScalarType.Float32).log_softmax(-1);
-                var next = Choosable(lp).argmax(-1);
+                var next = Choosable(lp, step >= minNew).argmax(-1);
                 var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
                 var ids = next.data<long>().ToArray();
                 var lps = nextLp.data<float>().ToArray();
@@ -76,7 +78,7 @@ public sealed class TextGenerator(Vla vla)
     }
 
     /// <summary>Greedy decoding that recomputes the whole sequence every step (the reference the cached path must equal).</summary>
-    private IReadOnlyList<Generated> GreedyRecompute(PromptBatch batch, int maxNew)
+    private IReadOnlyList<Generated> GreedyRecompute(PromptBatch batch, int maxNew, int minNew)
     {
         long b = batch.Size;
         var tokens = Enumerable.Range(0, (int)b).Select(_ => new List<int>()).ToArray();
@@ -89,7 +91,7 @@ public sealed class TextGenerator(Vla vla)
             using var scope = NewDisposeScope();
             var logits = Model.ForwardEmbeds(Model.Embed(ids, batch.Pixels, batch.Features), mask);
             var lp = logits.select(1, -1).to_type(ScalarType.Float32).log_softmax(-1);
-            var next = Choosable(lp).argmax(-1);
+            var next = Choosable(lp, step >= minNew).argmax(-1);
             var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
             var nid = next.data<long>().ToArray();
             var nlp = nextLp.data<float>().ToArray();
@@ -146,7 +148,7 @@ public sealed class TextGenerator(Vla vla)
             using var scope = NewDisposeScope();
             var lp = last.to_type(ScalarType.Float32).log_softmax(-1);       // [B*K, V]
             long v = lp.shape[1];
-            var lpArr = Choosable(lp).data<float>().ToArray();
+            var lpArr = Choosable(lp, step >= o.MinNewTokens).data<float>().ToArray();
             var nextRows = new long[b * k];
             var nextTokens = new long[b * k];
             for (int i = 0; i < b; i++)

@@ -46,8 +46,11 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
         if (ctx.Cache is not null) (k, v) = ctx.Cache.Update(layerIndex, k, v, ctx.CacheStart); // (B, kvH, S, D)
         if (kvHeads != heads)
         {
-            k = k.repeat_interleave(heads / kvHeads, dim: 1);                   // (B, H, S, D)
-            v = v.repeat_interleave(heads / kvHeads, dim: 1);
+            // Each key/value head serves heads/kvHeads query heads: expand is a view, reshape makes the one copy
+            // SDPA needs (cheaper than repeat_interleave's index-based copy, and the same values).
+            long g = heads / kvHeads, s = k.shape[2];
+            k = k.unsqueeze(2).expand(b, kvHeads, g, s, headDim).reshape(b, heads, s, headDim); // (B, H, S, D)
+            v = v.unsqueeze(2).expand(b, kvHeads, g, s, headDim).reshape(b, heads, s, headDim);
         }
         var o = ctx.Mask is null
             ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)

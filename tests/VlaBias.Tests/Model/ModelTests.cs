@@ -83,6 +83,25 @@ public class ModelBehaviourTests
     }
 
     [Test]
+    public void MinNewTokens_forces_the_length_and_changes_nothing_before_the_stop()
+    {
+        var gen = new TextGenerator(vla);
+        using var batch = vla.Batch([vla.PromptIds("describe the image."), vla.PromptIds("is the person friendly ?")], [Image(2), Image(3)]);
+        var free = gen.Generate(batch, new GenerationOptions(10));
+        foreach (bool cache in new[] { true, false })
+        {
+            var forced = gen.Generate(batch, new GenerationOptions(10, UseCache: cache, MinNewTokens: 10));
+            for (int r = 0; r < 2; r++)
+            {
+                Assert.That(forced[r].Tokens, Has.Length.EqualTo(10), $"row {r} cache {cache}");
+                Assert.That(forced[r].Tokens, Has.None.EqualTo(vla.Tokenizer.EosId));
+                // up to where the free run stopped, suppressing the stop token changes no choice
+                Assert.That(forced[r].Tokens.Take(free[r].Tokens.Length), Is.EqualTo(free[r].Tokens), $"row {r} cache {cache}");
+            }
+        }
+    }
+
+    [Test]
     public void Greedy_with_kv_cache_equals_recomputation()
     {
         var gen = new TextGenerator(vla);

@@ -1,0 +1,87 @@
+// Inference figures of SPEC §9 on a random checkpoint of the bench sizes (written to a scratch folder):
+// generation tokens/s with and without the KV cache (batch 1, a fixed number of new tokens: the stop token is
+// suppressed until then, so both paths do the same work), captioning images/s at batch 1 and 32 (vision tower +
+// prefill + forced caption length), and the same captions through ONNX Runtime (exported once with OnnxExporter).
+using System.Text.Json.Nodes;
+using VlaBias.Export;
+using VlaBias.Generation;
+using VlaBias.Model;
+using static TorchSharp.torch;
+
+namespace VlaBias.Bench;
+
+public static class InferenceBench
+{
+    public sealed record Result(JsonObject Details, double? TokensPerSCache, double? TokensPerSNoCache,
+        double? ImagesPerSB1, double? ImagesPerSB32, double? OnnxOverTorchB1, double? OnnxOverTorchB32);
+
+    public static Result Run(BenchConfig bc, string scratch, int warmup, int repeats, bool onnx, int threads, long seed = 0)
+    {
+        string ckpt = Path.Combine(scratch, "model");
+        RandomCheckpoint.Write(ckpt, bc.Words(), seed, std: 0.02, config: v => bc.Llava(v));
+        var vla = Vla.Load(ckpt);
+        var gen = new TextGenerator(vla);
+        var prompt = vla.PromptIds("describe the image.");
+        manual_seed(seed);
+        var pixels = Enumerable.Range(0, bc.CaptionBatch).Select(_ => randn(3, bc.ImageSize, bc.ImageSize).DetachFromDisposeScope()).ToList();
+        var details = new JsonObject { ["prompt_tokens"] = prompt.Length };
+
+        // generation: batch 1, GenerationTokens new tokens, cached vs recomputed
+        int newTokens = bc.GenerationTokens;
+        Samples Generate(bool cache) => Samples.TimeMs(warmup, repeats, () =>
+        {
+            using var batch = vla.Batch([prompt], [pixels[0]]);
+            var g = gen.Generate(batch, new GenerationOptions(newTokens, UseCache: cache, MinNewTokens: newTokens));
+            if (g[0].Tokens.Length != newTokens) throw new InvalidOperationException($"generated {g[0].Tokens.Length} tokens, expected {newTokens}");
+        });
+        var cached = Generate(true);
+        var recomputed = Generate(false);
+        double tpsCache = newTokens * 1000.0 / cached.Median, tpsNoCache = newTokens * 1000.0 / recomputed.Median;
+        details["generation"] = new JsonObject
+        {
+            ["batch"] = 1, ["new_tokens"] = newTokens,
+            ["cache_ms"] = cached.ToJson(), ["nocache_ms"] = recomputed.ToJson(),
+            ["cache_speedup"] = Samples.Round(tpsCache / tpsNoCache),
+        };
+
+        // captioning through TorchSharp at batch 1 and CaptionBatch
+        var options = new GenerationOptions(bc.CaptionTokens, MinNewTokens: bc.CaptionTokens);
+        Samples Caption(int n) => Samples.TimeMs(warmup, repeats, () =>
+        {
+            using var batch = vla.Batch(Enumerable.Repeat(prompt, n).ToList(), pixels.Take(n).ToList());
+            gen.Generate(batch, options);
+        });
+        var torchB1 = Caption(1);
+        var torchBn = Caption(bc.CaptionBatch);
+        double ipsB1 = 1000.0 / torchB1.Median, ipsBn = bc.CaptionBatch * 1000.0 / torchBn.Median;
+        details["captioning"] = new JsonObject
+        {
+            ["engine"] = "torch", ["new_tokens"] = bc.CaptionTokens, ["large_batch"] = bc.CaptionBatch,
+            ["b1_ms"] = torchB1.ToJson(), ["b32_ms"] = torchBn.ToJson(),
+            ["b32_over_b1"] = Samples.Round(ipsBn / ipsB1),
+        };
+
+        double? onnxB1 = null, onnxBn = null;
+        if (onnx)
+        {
+            string dir = Path.Combine(scratch, "onnx");
+            OnnxExporter.Export(vla, dir);
+            using var ort = OnnxVla.Load(dir, threads);
+            Samples OrtCaption(int n) => Samples.TimeMs(warmup, repeats, () => ort.Caption(pixels.Take(n).ToList(), "describe the image.", options));
+            var ortB1 = OrtCaption(1);
+            var ortBn = OrtCaption(bc.CaptionBatch);
+            double oIpsB1 = 1000.0 / ortB1.Median, oIpsBn = bc.CaptionBatch * 1000.0 / ortBn.Median;
+            onnxB1 = oIpsB1 / ipsB1;
+            onnxBn = oIpsBn / ipsBn;
+            details["onnx"] = new JsonObject
+            {
+                ["b1_ms"] = ortB1.ToJson(), ["b32_ms"] = ortBn.ToJson(),
+                ["images_per_s_b1"] = Samples.Round(oIpsB1), ["images_per_s_b32"] = Samples.Round(oIpsBn),
+                ["threads"] = threads,
+            };
+        }
+        else details["onnx"] = "skipped (--quick)";
+        foreach (var p in pixels) p.Dispose();
+        return new Result(details, tpsCache, tpsNoCache, ipsB1, ipsBn, onnxB1, onnxBn);
+    }
+}

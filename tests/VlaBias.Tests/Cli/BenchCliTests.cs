@@ -1,0 +1,64 @@
+using System.Text.Json.Nodes;
+using NUnit.Framework;
+using VlaBias.Bench;
+using VlaBias.Model;
+
+namespace VlaBias.Tests.Cli;
+
+public class BenchCliTests
+{
+    private static readonly string[] Keys =
+        ["roof_gflops", "lora_step_ms", "full_step_ms", "lora_mfu", "lora_peak_rss_mb", "full_peak_rss_mb",
+         "gen_tokens_per_s_cache", "gen_tokens_per_s_nocache", "caption_images_per_s_b1", "caption_images_per_s_b32",
+         "onnx_over_torch_b1", "onnx_over_torch_b32", "peer_step_ratio"];
+
+    [Test]
+    public void Bench_quick_prints_json_with_every_key_of_spec_9()
+    {
+        var dir = TestPaths.NewTempDir("bench");
+        try
+        {
+            var outFile = Path.Combine(dir, "bench.json");
+            var r = CliRunner.Run(dir, "bench", "--quick", "--repeats", "1", "--warmup", "0", "--out", outFile);
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.Stderr);
+            var o = JsonNode.Parse(r.Stdout.Trim())!.AsObject();
+            foreach (var k in Keys)
+            {
+                Assert.That(o.ContainsKey(k), k);
+                Assert.That(o[k] is null || o[k]!.GetValueKind() == System.Text.Json.JsonValueKind.Number, k);
+            }
+            // measured in a quick run: everything but ONNX and the peer
+            foreach (var k in Keys.Where(k => !k.StartsWith("onnx") && k != "peer_step_ratio"))
+                Assert.That(o[k]!.GetValue<double>(), Is.GreaterThan(0), k);
+            Assert.That(o["onnx_over_torch_b1"], Is.Null);
+            Assert.That(o["peer_step_ratio"], Is.Null);
+            Assert.That(o["lora"]!["mode"]!.GetValue<string>(), Is.EqualTo("lora"));
+            Assert.That(o["full"]!["trainable_params"]!.GetValue<long>(), Is.GreaterThan(o["lora"]!["trainable_params"]!.GetValue<long>()));
+            Assert.That(JsonNode.Parse(File.ReadAllText(outFile))!["roof_gflops"], Is.Not.Null);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void Bench_rejects_an_unknown_config()
+    {
+        var r = CliRunner.Run(Path.GetTempPath(), "bench", "--config", "huge");
+        Assert.That(r.ExitCode, Is.EqualTo(2));
+        Assert.That(r.Stderr, Does.Contain("--config"));
+    }
+}
+
+public class TrainingFlopsTests
+{
+    [Test]
+    public void Matmul_params_count_every_projection_and_lm_head()
+    {
+        // hidden 8, 2 heads (D 4), 1 kv head, intermediate 16, vocab 10, 2 layers:
+        // per layer q 8·8 + k,v 2·8·4 + o 8·8 + mlp 3·8·16 = 64 + 64 + 64 + 384 = 576; ×2 + lm_head 80 = 1232
+        var c = RandomCheckpoint.ClipLlama(10, hidden: 8, layers: 2, heads: 2, kvHeads: 1, intermediate: 16).Text;
+        Assert.That(TrainingFlops.MatmulParams(c), Is.EqualTo(1232));
+        // tokens (6N + 12·L·H·D·T) with B 1, T 3
+        Assert.That(TrainingFlops.Model(c, 1, 3), Is.EqualTo(3 * (6.0 * 1232 + 12.0 * 2 * 2 * 4 * 3)));
+        Assert.That(TrainingFlops.LoraHonest(c, 1, 3, 100), Is.EqualTo(3 * (4.0 * 1232 + 12.0 * 2 * 2 * 4 * 3 + 600)));
+    }
+}
