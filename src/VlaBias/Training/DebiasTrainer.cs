@@ -20,6 +20,7 @@ using TorchSharp;
 using VlaBias.Adapters;
 using VlaBias.Data;
 using VlaBias.Evaluation;
+using VlaBias.Model;
 using VlaBias.Recipes;
 using static TorchSharp.torch;
 
@@ -45,7 +46,7 @@ public static class DebiasTrainer
         AtomicFile.WriteAllText(Path.Combine(runDir, "config.yaml"), resolved.ToYaml());
         Log.Information("tune: run folder {Run}", runDir);
 
-        var vla = Vla.Load(cfg.Model);
+        var vla = Vla.Load(cfg.Model, ComputeDType.Parse(cfg.DType));
         var items = Manifest.Load(cfg.Data);
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(cfg.Data))!;
         var tune = items.Where(i => i.Split == "tune").OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
@@ -351,7 +352,7 @@ public static class DebiasTrainer
     public static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, string runDir)
     {
         var suite = Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap };
-        var baseVla = Vla.Load(cfg.Model);
+        var baseVla = Vla.Load(cfg.Model, ComputeDType.Parse(cfg.DType));
         // The base evaluation is the same for every run of this base: share its cache across runs.
         string sharedCache = Path.Combine(cfg.RunsDir, ".cache");
         Directory.CreateDirectory(sharedCache);
@@ -363,7 +364,7 @@ public static class DebiasTrainer
         Log.Information("tune: evaluating base on the {Split} split", suite.Split);
         var b = EvalRunner.Run(baseVla, new EvalRequest(cfg.Model, null, suite, baseOut, Shard.All));
         File.Copy(baseCache, cacheName, overwrite: true);
-        var tunedVla = Vla.Load(cfg.Model);
+        var tunedVla = Vla.Load(cfg.Model, ComputeDType.Parse(cfg.DType));
         LoraAdapter.Load(tunedVla.Model, runDir);
         Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
         var t = EvalRunner.Run(tunedVla, new EvalRequest(cfg.Model, runDir, suite, Path.Combine(runDir, "eval", "tuned"), Shard.All));
