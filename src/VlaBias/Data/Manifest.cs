@@ -17,6 +17,10 @@ public sealed record ItemAttributes
     public string Gender { get; init; } = "";
     /// <summary>"1".."4", or null when unknown.</summary>
     public string? Tone { get; init; }
+    /// <summary>Race or ethnicity label as the source data set gives it (imported data; not validated).</summary>
+    public string? Race { get; init; }
+    /// <summary>Age or age band as the source data set gives it (imported data; not validated).</summary>
+    public string? Age { get; init; }
 }
 
 /// <summary>The stereotype direction of an item's context and role, so metrics can tell stereotypical from
