@@ -165,7 +165,8 @@ public static class DebiasTrainer
             {
                 var v = Validate(validator, val, valBank, trainAttributes, null, "", words);
                 var point = new ValidationPoint(state.Step, v.bias, v.cider, state.Ema);
-                bool guard = v.cider >= (1 - cfg.MaxAccuracyDrop) * basePoint.CiderD;
+                // No captions on validation (e.g. imported face sets): there is no caption guard to apply.
+                bool guard = double.IsNaN(basePoint.CiderD) || v.cider >= (1 - cfg.MaxAccuracyDrop) * basePoint.CiderD;
                 state = state with { Evaluations = [.. state.Evaluations, point] };
                 note = $"val bias {v.bias:F4} cider {v.cider:F3}{(guard ? "" : " (accuracy guard)")}";
                 Log.Information("tune: step {Step}: validation pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3} (base {BaseCider:F3}), loss {Loss:F4}",
@@ -386,7 +387,9 @@ public static class DebiasTrainer
         {
             ["ema"] = double.IsFinite(Ema) ? Ema : null, ["below_count"] = BelowCount, ["best_step"] = BestStep,
             ["best_bias"] = double.IsFinite(BestBias) ? BestBias : null,
-            ["evaluations"] = JsonSerializer.SerializeToNode(Evaluations.Select(e => new[] { e.Step, e.Bias, e.CiderD, e.Loss }).ToList()),
+            // non-finite values (e.g. CIDEr-D of a validation split without captions) are written as null
+            ["evaluations"] = new JsonArray(Evaluations.Select(e => (JsonNode)new JsonArray(
+                new[] { e.Step, e.Bias, e.CiderD, e.Loss }.Select(x => double.IsFinite(x) ? JsonValue.Create(x) : null).ToArray())).ToArray()),
         };
 
         public static RunState FromJson(JsonObject o) => new()
