@@ -7,10 +7,9 @@ namespace VlaBias.Data.Importers;
 
 public static class CocoCaptions
 {
-    public const string DefaultWords = "data/words/gender_words.json";
-
-    public static List<ManifestItem> Read(ImportContext ctx, string wordsPath = DefaultWords)
+    public static List<ManifestItem> Read(ImportContext ctx)
     {
+        string wordsPath = ctx.Options.GenderWords;
         if (!File.Exists(ctx.Source)) throw new BadInputException($"{ctx.Source}: file not found (expected COCO captions JSON)");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(File.ReadAllText(ctx.Source)); }

@@ -22,6 +22,8 @@ public sealed record ImportOptions
     public long Seed { get; init; }
     /// <summary>Probe questions added to every item; null adds none.</summary>
     public ProbingSuite? Probes { get; init; }
+    /// <summary>Gender word lists (COCO: an image's gender comes from its captions' words).</summary>
+    public string GenderWords { get; init; } = "data/words/gender_words.json";
     /// <summary>Check that every referenced image exists.</summary>
     public bool CheckImages { get; init; } = true;
 }
