@@ -75,7 +75,7 @@ public static class ModelLoading
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var vla = Vla.Load(model, VlaBias.Model.ComputeDType.Parse(dtype));
         var peak = VlaBias.Model.ComputeDType.PeakRssBytes();
-        Serilog.Log.Information("loaded {Model} in {Dtype} in {Seconds:F1} s; peak memory so far {PeakGb:F2} GB", model, dtype, watch.Elapsed.TotalSeconds, (peak ?? 0) / 1e9);
+        Serilog.Log.Debug("loaded {Model} in {Dtype} in {Seconds:F1} s; peak memory so far {PeakGb:F2} GB", model, dtype, watch.Elapsed.TotalSeconds, (peak ?? 0) / 1e9);
         if (adapter is not null) VlaBias.Adapters.LoraAdapter.Load(vla.Model, adapter);
         return vla;
     }

@@ -3,7 +3,8 @@
 // lists every problem with its line number. Write is atomic: a temporary file in the same folder, then a rename.
 //
 // Required per line: id, image, split, attributes.gender. Optional: captions and questions (empty when absent),
-// attributes.tone ("1".."4"), context, role, pair, lean. Unknown fields are ignored.
+// attributes.tone ("1".."4"), attributes.race and attributes.age (imported data), context, role, pair, lean.
+// Unknown fields are ignored.
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
