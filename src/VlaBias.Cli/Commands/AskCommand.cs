@@ -16,13 +16,14 @@ public static class AskCommand
         var options = new Option<string?>("--options") { Description = "Comma-separated answer options, e.g. yes,no or yes,no,unknown: prints their probabilities renormalized over the options" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest free-form answer", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
+        var dtype = ModelLoading.DTypeOption();
         var cmd = new Command("ask", "Ask a question about an image.\n\nExamples:\n  vlatune ask --model checkpoints/tiny-base img.png -q \"is the person holding a wrench?\"\n  vlatune ask --model DIR img.png -q \"is the person friendly?\" --options yes,no");
-        foreach (var o in new Option[] { model, adapter, question, options, maxNew, json }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, adapter, question, options, maxNew, json, dtype }) cmd.Options.Add(o);
         cmd.Arguments.Add(image);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
-            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter));
+            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
             var px = vla.Images.Load(p.GetValue(image)!);
             var q = p.GetValue(question)!;
             var gen = new TextGenerator(vla);

@@ -19,9 +19,10 @@ public static class CaptionCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest caption in tokens", DefaultValueFactory = _ => 24 };
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "One JSON object per image with tokens and log-probabilities" };
+        var dtype = ModelLoading.DTypeOption();
         var engine = new Option<string>("--engine") { Description = "torch (a checkpoint folder) or onnx (a folder written by `vlatune export`)", DefaultValueFactory = _ => "torch" };
         var cmd = new Command("caption", "Caption images.\n\nExamples:\n  vlatune caption --model checkpoints/tiny-base img.png\n  vlatune caption --model DIR a.png b.png --beams 3 --json");
-        foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json, engine }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json, engine, dtype }) cmd.Options.Add(o);
         cmd.Arguments.Add(images);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
@@ -42,7 +43,7 @@ public static class CaptionCommand
                 return bad > 0 ? ExitCodes.BadInput : ExitCodes.Ok;
             }
             if (p.GetValue(engine) != "torch") throw new BadInputException($"--engine: unknown value '{p.GetValue(engine)}' (expected torch or onnx)");
-            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter));
+            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
             string instruction = p.GetValue(prompt) ?? Prompts.Caption(vla);
             var gen = new TextGenerator(vla);
             var files = p.GetValue(images)!;

@@ -18,11 +18,12 @@ public static class EvalCommand
         var split = new Option<string?>("--split") { Description = "Override the suite's split (e.g. val)" };
         var bootstrap = new Option<int?>("--bootstrap") { Description = "Bootstrap resamples for the CIs (suite default 1000)" };
         var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N items (quick look)" };
+        var dtype = ModelLoading.DTypeOption();
         var cmd = new Command("eval", "Run an evaluation suite: bias metrics and captioning accuracy with bootstrap 95% CIs.\n\n" +
             "Examples:\n  vlatune eval --model checkpoints/tiny-base --suite eval/suites/scenes.yaml --out eval/runs/base\n" +
             "  vlatune eval --model checkpoints/tiny-base --adapter checkpoints/runs/latest --out eval/runs/tuned\n" +
             "  vlatune eval --out /tmp/e1 --shard 1/2 && vlatune eval --out /tmp/e2 --shard 2/2 && vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e");
-        foreach (var o in new Option[] { model, adapter, suite, outDir, shard, noCache, split, bootstrap, limit }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, adapter, suite, outDir, shard, noCache, split, bootstrap, limit, dtype }) cmd.Options.Add(o);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
@@ -32,7 +33,7 @@ public static class EvalCommand
                 r.Override("bootstrap", p.GetValue(bootstrap));
             });
             if (s.Manifest == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(s.World);
-            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter));
+            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
             var req = new EvalRequest(p.GetValue(model)!, p.GetValue(adapter), s, p.GetValue(outDir)!, Shard.Parse(p.GetValue(shard)), !p.GetValue(noCache), p.GetValue(limit));
             var outcome = ProgressDisplay.Run("eval", prog => EvalRunner.Run(vla, req, new SyncProgress<(int done, int total)>(x => prog.Report(new(x.done, x.total, "")))));
             Log.Information("eval: {Samples} samples in {Seconds:F1} s → {Out}", outcome.Samples, outcome.Elapsed.TotalSeconds, outcome.Out);
@@ -87,9 +88,16 @@ public static class EvalCommand
 /// <summary>Loads a model folder and, when given, applies a LoRA adapter to it.</summary>
 public static class ModelLoading
 {
-    public static Vla Load(string model, string? adapter)
+    /// <summary>The --dtype option of the commands that load a model.</summary>
+    public static Option<string> DTypeOption() =>
+        new("--dtype") { Description = "Compute dtype: f32 or bf16 (weights are converted while loading)", DefaultValueFactory = _ => "f32" };
+
+    public static Vla Load(string model, string? adapter, string dtype = "f32")
     {
-        var vla = Vla.Load(model);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var vla = Vla.Load(model, VlaBias.Model.ComputeDType.Parse(dtype));
+        var peak = VlaBias.Model.ComputeDType.PeakRssBytes();
+        Serilog.Log.Debug("loaded {Model} in {Dtype} in {Seconds:F1} s; peak memory so far {PeakGb:F2} GB", model, dtype, watch.Elapsed.TotalSeconds, (peak ?? 0) / 1e9);
         if (adapter is not null) VlaBias.Adapters.LoraAdapter.Load(vla.Model, adapter);
         return vla;
     }

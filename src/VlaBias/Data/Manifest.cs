@@ -3,7 +3,8 @@
 // lists every problem with its line number. Write is atomic: a temporary file in the same folder, then a rename.
 //
 // Required per line: id, image, split, attributes.gender. Optional: captions and questions (empty when absent),
-// attributes.tone ("1".."4"), context, role, pair, lean. Unknown fields are ignored.
+// attributes.tone ("1".."4"), attributes.race and attributes.age (imported data), context, role, pair, lean.
+// Unknown fields are ignored.
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -17,6 +18,10 @@ public sealed record ItemAttributes
     public string Gender { get; init; } = "";
     /// <summary>"1".."4", or null when unknown.</summary>
     public string? Tone { get; init; }
+    /// <summary>Race or ethnicity label as the source data set gives it (imported data; not validated).</summary>
+    public string? Race { get; init; }
+    /// <summary>Age or age band as the source data set gives it (imported data; not validated).</summary>
+    public string? Age { get; init; }
 }
 
 /// <summary>The stereotype direction of an item's context and role, so metrics can tell stereotypical from

@@ -109,9 +109,16 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
         if (!Directory.Exists(dir)) throw new BadInputException($"{dir}: model folder not found");
         var config = LlavaConfig.Load(Path.Combine(dir, "config.json"));
         var files = ShardedCheckpoint.OpenFolder(dir);
+        // Parameters are created directly in the compute dtype (default dtype switched for the constructor only), so
+        // a 7B model never exists in F32 next to its BF16 copy; LoadWeights then reads each tensor into its parameter.
         LlavaModel model;
-        using (no_grad()) model = new LlavaModel(config);
-        if (dtype != ScalarType.Float32) model.to(dtype);
+        var previous = get_default_dtype();
+        try
+        {
+            set_default_dtype(dtype);
+            using (no_grad()) model = new LlavaModel(config);
+        }
+        finally { set_default_dtype(previous); }
         try { model.LoadWeights(files, dir); }
         finally { foreach (var f in files.Values.Distinct()) f.Dispose(); }
         model.eval();

@@ -17,6 +17,43 @@ public static class RandomCheckpoint
                 false, false, 2, 3, 0),
             imageTokenIndex, "gelu", -2, "default", true, "float32");
 
+    /// <summary>A SigLIP + Qwen2 config (q/k/v biases, tied embeddings, as llava-interleave-qwen) of the given sizes.</summary>
+    public static LlavaConfig SiglipQwen2(int vocab, int imageSize = 32, int patch = 8, int visionHidden = 32, int visionLayers = 2,
+        int hidden = 64, int layers = 2, int heads = 4, int kvHeads = 2, int intermediate = 128, int imageTokenIndex = 4,
+        int visionHeads = 4, int maxPositions = 1024) =>
+        new(new VisionConfig("siglip_vision_model", visionHidden, visionHidden * 2, visionLayers, visionHeads, imageSize, patch, 3, "gelu_pytorch_tanh", 1e-6),
+            new TextConfig("qwen2", hidden, intermediate, layers, heads, kvHeads, hidden / heads, vocab, maxPositions, 1e-6, 1000000.0, "silu",
+                true, true, null, null, null),
+            imageTokenIndex, "gelu", -1, "full", true, "float32");
+
+    /// <summary>
+    /// Writes a random SigLIP + Qwen2 checkpoint with a Qwen2-style byte-level BPE tokenizer (vocab.json + merges.txt,
+    /// ChatML special tokens, &lt;image&gt;) to DIR. The merges spell out <paramref name="words"/> (with and without a
+    /// leading space) so common words are single tokens; anything else falls back to bytes.
+    /// </summary>
+    public static LlavaModel WriteQwen2Siglip(string dir, IReadOnlyList<string> words, long seed = 0, double std = 0.02,
+        string captionPrompt = "Describe the image.")
+    {
+        Directory.CreateDirectory(dir);
+        ByteLevelBpe.Write(dir, words);
+        var tok = VlaTokenizer.FromFolder(dir);
+        var cfg = SiglipQwen2(tok.VocabSize) with { ImageTokenIndex = tok.ImageTokenId };
+        cfg = cfg with { Text = cfg.Text with { EosTokenId = tok.EosId, PadTokenId = tok.PadId } };
+        TorchSharp.torch.manual_seed(seed);
+        var model = new LlavaModel(cfg);
+        model.InitWeights(std, seed);
+        model.SavePretrained(dir);
+        var pre = new PreprocessorConfig(true, null, cfg.Vision.ImageSize, cfg.Vision.ImageSize, false, cfg.Vision.ImageSize, cfg.Vision.ImageSize,
+            true, 1 / 255.0, true, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], false);
+        AtomicFile.WriteAllText(Path.Combine(dir, "preprocessor_config.json"), pre.ToJson().ToJsonString(JsonFormat.Pretty));
+        var tcPath = Path.Combine(dir, "tokenizer_config.json");
+        var tc = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(tcPath))!.AsObject();
+        tc["vlatune_caption_prompt"] = captionPrompt;
+        AtomicFile.WriteAllText(tcPath, tc.ToJsonString(JsonFormat.Pretty));
+        model.eval();
+        return model;
+    }
+
     /// <summary>Writes a random checkpoint (weights, config, closed-vocabulary tokenizer, preprocessor) to DIR.</summary>
     public static LlavaModel Write(string dir, IReadOnlyList<string> words, long seed = 0, double std = 0.02, Func<int, LlavaConfig>? config = null,
         string captionPrompt = "describe the image.")
@@ -38,5 +75,52 @@ public static class RandomCheckpoint
         AtomicFile.WriteAllText(tcPath, tc.ToJsonString(JsonFormat.Pretty));
         model.eval();
         return model;
+    }
+}
+
+/// <summary>Writes small Qwen2-style byte-level BPE tokenizer files (GPT-2's byte↔unicode table).</summary>
+public static class ByteLevelBpe
+{
+    public static readonly string[] Specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"];
+
+    /// <summary>GPT-2's reversible map from bytes to printable characters.</summary>
+    public static char[] ByteChars()
+    {
+        var bs = Enumerable.Range('!', '~' - '!' + 1).Concat(Enumerable.Range('¡', '¬' - '¡' + 1)).Concat(Enumerable.Range('®', 'ÿ' - '®' + 1)).ToList();
+        var map = new char[256];
+        int n = 0;
+        for (int b = 0; b < 256; b++) map[b] = bs.Contains(b) ? (char)b : (char)(256 + n++);
+        return map;
+    }
+
+    public static void Write(string dir, IEnumerable<string> words)
+    {
+        var chars = ByteChars();
+        var vocab = new Dictionary<string, int>();
+        foreach (var c in chars) vocab[c.ToString()] = vocab.Count;
+        var merges = new List<string>();
+        foreach (var w in words.Distinct())
+            foreach (var form in new[] { w, " " + w })
+            {
+                var s = string.Concat(System.Text.Encoding.UTF8.GetBytes(form).Select(b => chars[b]));
+                string acc = s[..1];
+                for (int i = 1; i < s.Length; i++)
+                {
+                    string next = acc + s[i];
+                    if (!vocab.ContainsKey(next)) { merges.Add($"{acc} {s[i]}"); vocab[next] = vocab.Count; }
+                    acc = next;
+                }
+            }
+        int first = vocab.Count;
+        var added = new System.Text.Json.Nodes.JsonObject();
+        for (int i = 0; i < Specials.Length; i++) added[(first + i).ToString()] = new System.Text.Json.Nodes.JsonObject { ["content"] = Specials[i], ["special"] = true };
+        AtomicFile.WriteAllText(Path.Combine(dir, "vocab.json"), JsonSerializer.Serialize(vocab));
+        AtomicFile.WriteAllText(Path.Combine(dir, "merges.txt"), "#version: 0.2\n" + string.Concat(merges.Select(m => m + "\n")));
+        var cfg = new System.Text.Json.Nodes.JsonObject
+        {
+            ["tokenizer_class"] = "Qwen2Tokenizer", ["eos_token"] = "<|im_end|>", ["pad_token"] = "<|endoftext|>", ["image_token"] = "<image>",
+            ["added_tokens_decoder"] = added,
+        };
+        AtomicFile.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), cfg.ToJsonString(JsonFormat.Pretty));
     }
 }

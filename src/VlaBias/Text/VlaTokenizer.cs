@@ -1,23 +1,55 @@
 // Text side of a checkpoint folder (SPEC §3.4): the tokenizer (through Microsoft.ML.Tokenizers) and the prompt
 // template. Which tokenizer is used follows the files present:
-//   tokenizer.model              → SentencePiece (Llama family)
-//   vocab.json + merges.txt      → byte-level BPE (Qwen2 family)
+//   tokenizer.model              → SentencePiece (Llama family): dummy "▁" prefix on the text's first segment only,
+//                                  BOS added (Hugging Face's LlamaTokenizer with legacy=false)
+//   vocab.json + merges.txt      → byte-level BPE (Qwen2 family): NFC, Qwen2's pre-tokenisation regex, no BOS
 //   vocab.txt                    → WordPiece over a closed vocabulary (tiny-base: every word of the synthetic world)
-// tokenizer_config.json gives the special tokens and, in "vlatune_prompt_template", the prompt template
-// (default LLaVA-1.5: "USER: <image>\n{prompt} ASSISTANT:"). The <image> placeholder expands to one image token per
-// image feature position, as Hugging Face's LLaVA processors do.
+// Special tokens (<image>, <|im_start|>, …) come from tokenizer_config.json's added_tokens_decoder and are never split.
+// The prompt template is tokenizer_config.json's "vlatune_prompt_template", else inferred from config.json's text
+// model type (PromptTemplates). The <image> placeholder expands to one image token per image feature position, as
+// Hugging Face's LLaVA processors do. Token ids are checked against independent reference tokenizers in
+// tests/VlaBias.Tests/Text (fixtures from tools/reference/tokenizer_reference.py).
+using System.Text;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace VlaBias.Text;
 
+/// <summary>The prompt templates of the checkpoints we know, chosen by the language model's model_type.</summary>
+public static class PromptTemplates
+{
+    /// <summary>LLaVA-1.5 (llava-hf/llava-1.5-7b-hf's chat_template with one image and add_generation_prompt).</summary>
+    public const string Llava15 = "USER: <image>\n{prompt} ASSISTANT:";
+    /// <summary>ChatML as llava-interleave-qwen / llava-onevision-qwen2 render one user turn with one image.</summary>
+    public const string ChatMl = "<|im_start|>user\n<image>\n{prompt}<|im_end|>\n<|im_start|>assistant\n";
+
+    public static string ForModelType(string? textModelType) => textModelType switch
+    {
+        "qwen2" => ChatMl,
+        _ => Llava15,
+    };
+}
+
+/// <summary>Hugging Face's NFC normalizer (Qwen2).</summary>
+internal sealed class NfcNormalizer : Normalizer
+{
+    public static readonly NfcNormalizer Instance = new();
+    public override string Normalize(string original) => original.Normalize(NormalizationForm.FormC);
+    public override string Normalize(ReadOnlySpan<char> original) => original.ToString().Normalize(NormalizationForm.FormC);
+}
+
 public sealed class VlaTokenizer
 {
-    public const string DefaultTemplate = "USER: <image>\n{prompt} ASSISTANT:";
+    public const string DefaultTemplate = PromptTemplates.Llava15;
+    /// <summary>Qwen2's pre-tokenisation pattern (its tokenizer.json "pretokenizers" Split regex).</summary>
+    public const string Qwen2Pattern =
+        @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     public const string ImagePlaceholder = "<image>";
 
     private readonly Tokenizer inner;
     private readonly Dictionary<string, int> vocab;
+    private string[] addedTokens = [];
 
     private VlaTokenizer(Tokenizer inner, IReadOnlyDictionary<string, int> vocab, string template, string bos, string eos, string pad, string image, bool addBos)
     {
@@ -49,8 +81,38 @@ public sealed class VlaTokenizer
 
     public bool TryGetId(string token, out int id) => vocab.TryGetValue(token, out id);
 
-    /// <summary>Token ids of plain text (no special tokens added).</summary>
-    public int[] Encode(string text) => inner.EncodeToIds(text).ToArray();
+    /// <summary>Token ids of plain text (no BOS/EOS added; special tokens written in the text are kept whole).</summary>
+    public int[] Encode(string text) => EncodeSegments(text, first: true);
+
+    // Splits at special tokens (SentencePiece does not know added tokens) and encodes the pieces between them;
+    // only the very first piece gets SentencePiece's dummy "▁" prefix (legacy=false behaviour).
+    private int[] EncodeSegments(string text, bool first)
+    {
+        if (inner is not SentencePieceTokenizer sp) return inner.EncodeToIds(text).ToArray();
+        var ids = new List<int>();
+        int at = 0;
+        while (at < text.Length)
+        {
+            int next = -1; string? special = null;
+            foreach (var s in addedTokens)
+            {
+                int k = text.IndexOf(s, at, StringComparison.Ordinal);
+                if (k >= 0 && (next < 0 || k < next || (k == next && s.Length > special!.Length))) { next = k; special = s; }
+            }
+            string piece = next < 0 ? text[at..] : text[at..next];
+            if (piece.Length > 0)
+            {
+                ids.AddRange(first
+                    ? sp.EncodeToIds(piece, addBeginningOfSentence: false, addEndOfSentence: false)
+                    : sp.EncodeToIds(piece.Replace(' ', '▁'), addBeginningOfSentence: false, addEndOfSentence: false, considerPreTokenization: false, considerNormalization: false));
+            }
+            first = false;
+            if (next < 0) break;
+            ids.Add(vocab[special!]);
+            at = next + special!.Length;
+        }
+        return ids.ToArray();
+    }
 
     public string Decode(IEnumerable<int> ids) => inner switch
     {
@@ -75,9 +137,9 @@ public sealed class VlaTokenizer
             return ids.ToArray();
         }
         string before = filled[..at], after = filled[(at + ImagePlaceholder.Length)..];
-        if (before.Length > 0) ids.AddRange(Encode(before));
+        if (before.Length > 0) ids.AddRange(EncodeSegments(before, first: true));
         ids.AddRange(Enumerable.Repeat(ImageTokenId, imageTokens));
-        if (after.Length > 0) ids.AddRange(Encode(after));
+        if (after.Length > 0) ids.AddRange(EncodeSegments(after, first: before.Length == 0));
         return ids.ToArray();
     }
 
@@ -97,7 +159,9 @@ public sealed class VlaTokenizer
             JsonObject o when o["content"] is JsonValue c && c.TryGetValue<string>(out var s) => s,
             _ => dflt,
         };
-        string template = cfg["vlatune_prompt_template"]?.GetValue<string>() ?? DefaultTemplate;
+        // Declared template, else by config.json's text model type, else by the tokenizer (ChatML tokens → ChatML).
+        string template = cfg["vlatune_prompt_template"]?.GetValue<string>()
+            ?? PromptTemplates.ForModelType(TextModelType(dir) ?? (AddedTokens(cfg).ContainsKey("<|im_start|>") ? "qwen2" : null));
         string image = Tok("image_token", "<image>");
 
         var spm = Path.Combine(dir, "tokenizer.model");
@@ -131,7 +195,8 @@ public sealed class VlaTokenizer
                 var ll = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: extra.Count > 0 ? extra : null);
                 var map = new Dictionary<string, int>(ll.Vocabulary);
                 foreach (var (k, v) in extra) map[k] = v;
-                return new VlaTokenizer(ll, map, template, Tok("bos_token", "<s>"), Tok("eos_token", "</s>"), Tok("pad_token", "<unk>"), image, addBos: true);
+                return new VlaTokenizer(ll, map, template, Tok("bos_token", "<s>"), Tok("eos_token", "</s>"), Tok("pad_token", "<unk>"), image,
+                    addBos: cfg["add_bos_token"] is not JsonValue ab || !ab.TryGetValue<bool>(out var b) || b) { addedTokens = extra.Keys.ToArray() };
             }
             if (File.Exists(vocabJson) && File.Exists(merges))
             {
@@ -142,12 +207,13 @@ public sealed class VlaTokenizer
                 {
                     ByteLevel = true,
                     SpecialTokens = extra.Count > 0 ? extra : null,
-                    PreTokenizer = PreTokenizer.CreateWordOrNonWord(extra.Count > 0 ? extra : null),
+                    PreTokenizer = new RegexPreTokenizer(new Regex(Qwen2Pattern, RegexOptions.Compiled), extra.Count > 0 ? extra : null),
+                    Normalizer = NfcNormalizer.Instance,
                 });
                 var map = new Dictionary<string, int>(bpe.Vocabulary);
                 foreach (var (k, val) in extra) map[k] = val;
                 string eos = Tok("eos_token", "<|im_end|>");
-                return new VlaTokenizer(bpe, map, template, Tok("bos_token", eos), eos, Tok("pad_token", eos), image, addBos: false);
+                return new VlaTokenizer(bpe, map, template, Tok("bos_token", eos), eos, Tok("pad_token", eos), image, addBos: false) { addedTokens = extra.Keys.ToArray() };
             }
         }
         catch (Exception e) when (e is not BadInputException)
@@ -155,6 +221,15 @@ public sealed class VlaTokenizer
             throw new BadInputException($"{dir}: cannot read the tokenizer files ({e.Message})", e);
         }
         throw new BadInputException($"{dir}: no tokenizer files (expected vocab.txt, tokenizer.model, or vocab.json + merges.txt)");
+    }
+
+    /// <summary>text_config.model_type of DIR/config.json, when there is one (picks the default prompt template).</summary>
+    private static string? TextModelType(string dir)
+    {
+        var path = Path.Combine(dir, "config.json");
+        if (!File.Exists(path)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(path))?["text_config"]?["model_type"]?.GetValue<string>(); }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException) { return null; }
     }
 
     private static Dictionary<string, int> AddedTokens(JsonObject cfg)

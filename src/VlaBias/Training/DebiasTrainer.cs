@@ -20,6 +20,7 @@ using TorchSharp;
 using VlaBias.Adapters;
 using VlaBias.Data;
 using VlaBias.Evaluation;
+using VlaBias.Model;
 using VlaBias.Recipes;
 using static TorchSharp.torch;
 
@@ -45,7 +46,7 @@ public static class DebiasTrainer
         AtomicFile.WriteAllText(Path.Combine(runDir, "config.yaml"), resolved.ToYaml());
         Log.Information("tune: run folder {Run}", runDir);
 
-        var vla = Vla.Load(cfg.Model);
+        var vla = Vla.Load(cfg.Model, ComputeDType.Parse(cfg.DType));
         var items = Manifest.Load(cfg.Data);
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(cfg.Data))!;
         var tune = items.Where(i => i.Split == "tune").OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
@@ -164,7 +165,8 @@ public static class DebiasTrainer
             {
                 var v = Validate(validator, val, valBank, trainAttributes, null, "", words);
                 var point = new ValidationPoint(state.Step, v.bias, v.cider, state.Ema);
-                bool guard = v.cider >= (1 - cfg.MaxAccuracyDrop) * basePoint.CiderD;
+                // No captions on validation (e.g. imported face sets): there is no caption guard to apply.
+                bool guard = double.IsNaN(basePoint.CiderD) || v.cider >= (1 - cfg.MaxAccuracyDrop) * basePoint.CiderD;
                 state = state with { Evaluations = [.. state.Evaluations, point] };
                 note = $"val bias {v.bias:F4} cider {v.cider:F3}{(guard ? "" : " (accuracy guard)")}";
                 Log.Information("tune: step {Step}: validation pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3} (base {BaseCider:F3}), loss {Loss:F4}",
@@ -352,7 +354,7 @@ public static class DebiasTrainer
     public static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, string runDir)
     {
         var suite = Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap };
-        var baseVla = Vla.Load(cfg.Model);
+        var baseVla = Vla.Load(cfg.Model, ComputeDType.Parse(cfg.DType));
         // The base evaluation is the same for every run of this base: share its cache across runs.
         string sharedCache = Path.Combine(cfg.RunsDir, ".cache");
         Directory.CreateDirectory(sharedCache);
@@ -364,7 +366,7 @@ public static class DebiasTrainer
         Log.Information("tune: evaluating base on the {Split} split", suite.Split);
         var b = EvalRunner.Run(baseVla, new EvalRequest(cfg.Model, null, suite, baseOut, Shard.All));
         File.Copy(baseCache, cacheName, overwrite: true);
-        var tunedVla = Vla.Load(cfg.Model);
+        var tunedVla = Vla.Load(cfg.Model, ComputeDType.Parse(cfg.DType));
         LoraAdapter.Load(tunedVla.Model, runDir);
         Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
         var t = EvalRunner.Run(tunedVla, new EvalRequest(cfg.Model, runDir, suite, Path.Combine(runDir, "eval", "tuned"), Shard.All));
@@ -393,7 +395,9 @@ public static class DebiasTrainer
         {
             ["ema"] = double.IsFinite(Ema) ? Ema : null, ["below_count"] = BelowCount, ["best_step"] = BestStep,
             ["best_bias"] = double.IsFinite(BestBias) ? BestBias : null,
-            ["evaluations"] = JsonSerializer.SerializeToNode(Evaluations.Select(e => new[] { e.Step, e.Bias, e.CiderD, e.Loss }).ToList()),
+            // non-finite values (e.g. CIDEr-D of a validation split without captions) are written as null
+            ["evaluations"] = new JsonArray(Evaluations.Select(e => (JsonNode)new JsonArray(
+                new[] { e.Step, e.Bias, e.CiderD, e.Loss }.Select(x => double.IsFinite(x) ? JsonValue.Create(x) : null).ToArray())).ToArray()),
         };
 
         public static RunState FromJson(JsonObject o) => new()

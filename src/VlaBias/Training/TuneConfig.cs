@@ -12,7 +12,7 @@ public sealed record TuneConfig(
     int PairsPerStep, int ProbesPerPair, int RetainPerStep,
     int LoraR, double LoraAlpha, double LoraDropout, IReadOnlyList<string> TargetModules, bool UseRsLora, bool LoraVision, bool LoraProjector,
     double Threshold, int MaxSteps, int EvalEvery, double MaxAccuracyDrop, string StopRule, int EmaPatience,
-    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap)
+    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "f32")
 {
     /// <summary>(recipe key, description) of every option, for --help and the generic command-line mapping.</summary>
     public static readonly (string Key, string Help)[] Keys =
@@ -57,6 +57,7 @@ public sealed record TuneConfig(
         ("resume", "Continue the run NAME from its last checkpoint"),
         ("final_eval", "Evaluate base and tuned on the suite's split at the end"),
         ("test_bootstrap", "Bootstrap resamples of the final evaluation"),
+        ("dtype", "Compute dtype of the model: f32 or bf16 (LoRA parameters follow it)"),
     ];
 
     public static TuneConfig From(Recipe r) => new(
@@ -70,7 +71,8 @@ public sealed record TuneConfig(
         r.Bool("use_rslora", false), r.Bool("lora_vision", false), r.Bool("lora_projector", false),
         r.Dbl("threshold", 0.05), r.Int("max_steps", 20000), r.Int("eval_every", 25), r.Dbl("max_accuracy_drop", 0.05),
         r.Choice("stop_rule", "threshold", "threshold", "ema-loss"), r.Int("ema_patience", 10),
-        r.Int("val_pairs", 0), r.Int("save_every", 25), r.Long("seed", 0), r.Bool("final_eval", true), r.Int("test_bootstrap", 1000));
+        r.Int("val_pairs", 0), r.Int("save_every", 25), r.Long("seed", 0), r.Bool("final_eval", true), r.Int("test_bootstrap", 1000),
+        r.Choice("dtype", "f32", "f32", "bf16"));
 
     public IReadOnlySet<string> Objectives => Objective.Split('+', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
 
