@@ -19,4 +19,6 @@ root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(PretrainCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(ExportCommand.Create());
+root.Subcommands.Add(SteerCommand.Create());
+root.Subcommands.Add(MethodsCommand.Create());
 return root.Parse(args).Invoke();

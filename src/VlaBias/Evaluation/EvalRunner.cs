@@ -8,7 +8,9 @@ using VlaBias.Training;
 
 namespace VlaBias.Evaluation;
 
-public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null);
+/// <summary><paramref name="Methods"/>: inference-time methods already applied to the model (their decoding settings are used here).</summary>
+public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null,
+    Methods.Interventions? Methods = null);
 
 public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed);
 
@@ -26,8 +28,9 @@ public static class EvalRunner
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;
         Directory.CreateDirectory(req.Out);
         using var bank = ImageBank.Load(items, manifestDir, vla.Images);
-        var evaluator = new Evaluator(vla, suite);
-        string identity = Evaluator.ModelIdentity(req.Model, req.Adapter);
+        var methods = req.Methods ?? VlaBias.Methods.Interventions.None;
+        var evaluator = new Evaluator(vla, suite, methods.Beams, methods.PenaltyFor(vla, suite.Words));
+        string identity = Evaluator.ModelIdentity(req.Model, req.Adapter) + (methods.Identity() is { Length: > 0 } m ? "|" + m : "");
         var samples = evaluator.Collect(items, bank, req.Shard, req.UseCache ? Path.Combine(req.Out, CacheFile) : null, identity, progress: progress);
         WriteSamples(Path.Combine(req.Out, SamplesFile), samples);
         if (req.Shard.Count > 1)
