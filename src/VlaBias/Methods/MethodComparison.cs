@@ -4,8 +4,9 @@
 // remove s = 1; and the data-free gradient vector); prompt engineering (our fairness instruction, plus an
 // in-vocabulary wording when the tokenizer has a closed vocabulary); beam search (λ = 0, the control) and penalty
 // decoding (λ > 0); optionally a model pretrained on rebalanced + augmented data (data side; its pretraining is the cost).
-// Cost: extra parameters (trained or stored), training/build time, and evaluation wall time relative to base (the
-// evaluation runs without its result cache so every method is timed on the same work).
+// Cost: extra parameters (trained or stored), training/build time, and inference time of the evaluation (forward passes
+// and decoding of every prompt, without image loading and metrics) relative to base; the evaluation runs without its
+// result cache so every method is timed on the same work. Wall-clock times: on a shared machine they are noisy.
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -31,7 +32,7 @@ public sealed record MethodRow(string Name, string Description, JsonObject Metri
 public static class MethodComparison
 {
     /// <summary>Our in-vocabulary approximation of the fairness instruction for closed vocabularies (tiny-base).</summary>
-    public const string InVocabularyInstruction = "is the person a man or a woman? unknown.";
+    public const string InVocabularyInstruction = "describe the person. the person is unknown.";
 
     public static IReadOnlyList<MethodRow> Run(MethodsRequest req, IProgress<string>? progress = null)
     {
@@ -47,15 +48,19 @@ public static class MethodComparison
             var vla = Vla.Load(model);
             if (adapter is not null) LoraAdapter.Load(vla.Model, adapter);
             using var applied = methods.Apply(vla);
-            var clock = Stopwatch.StartNew();
             var outcome = EvalRunner.Run(vla, new EvalRequest(model, adapter, suite, Path.Combine(req.Out, name), Shard.All, UseCache: false, Methods: methods));
-            var row = new MethodRow(name, description, outcome.Metrics!, extra, train, clock.Elapsed.TotalSeconds);
+            var row = new MethodRow(name, description, outcome.Metrics!, extra, train, (outcome.Inference ?? outcome.Elapsed).TotalSeconds);
             Log.Information("methods: {Name}: pairwise probe gap (test attributes) {Gap}, CIDEr-D {Cider}, eval {Seconds:F1} s", name,
                 Value(row.Metrics, "pairwise_probe_gap.test"), Value(row.Metrics, "cider_d"), row.EvalSeconds);
             rows.Add(row);
             WriteTable(req, rows);
             return row;
         }
+
+        // Warm-up (JIT, native kernels) on a few items, so the first timed method is not charged for it.
+        string warm = Path.Combine(req.Out, ".warmup");
+        EvalRunner.Run(Vla.Load(req.Model), new EvalRequest(req.Model, null, suite with { Bootstrap = 2, LicSeeds = 1 }, warm, Shard.All, UseCache: false, Limit: 8));
+        Directory.Delete(warm, true);
 
         Eval("base", "no intervention (greedy)", req.Model, null, Interventions.None, 0, 0);
 
@@ -146,7 +151,7 @@ public static class MethodComparison
     public static string Table(IReadOnlyList<MethodRow> rows)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("| method | pairwise probe gap, held-out attributes ↓ | pairwise probe gap, train attributes ↓ | stereotype rate, unclear figures ↓ | caption gender error ↓ | CIDEr-D ↑ | VQA accuracy ↑ | extra parameters | training / build | eval time (× base) |");
+        sb.AppendLine("| method | pairwise probe gap, held-out attributes ↓ | pairwise probe gap, train attributes ↓ | stereotype rate, unclear figures ↓ | caption gender error ↓ | CIDEr-D ↑ | VQA accuracy ↑ | extra parameters | training / build | inference time (× base) |");
         sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
         double baseEval = rows.Count > 0 ? rows[0].EvalSeconds : double.NaN;
         foreach (var r in rows)
