@@ -21,4 +21,6 @@ root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(CompareCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(SteerCommand.Create());
+root.Subcommands.Add(MethodsCommand.Create());
 return root.Parse(args).Invoke();

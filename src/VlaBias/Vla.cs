@@ -62,9 +62,22 @@ public sealed class Vla
         return new Vla(model, tok, new ImagePreprocessor(pre), dir);
     }
 
-    /// <summary>Prompt ids for one question or instruction about one image (template applied, image tokens expanded).</summary>
-    public int[] PromptIds(string prompt, bool withImage = true) =>
-        Tokenizer.EncodePrompt(prompt, withImage ? Config.ImageSeqLength : 0);
+    /// <summary>
+    /// Prompt engineering: text put before every prompt (with a space), e.g. a fairness instruction; null = none.
+    /// Words a closed-vocabulary tokenizer does not know become its unknown token (see Interventions).
+    /// </summary>
+    public string? PromptPrefix { get; set; }
+
+    /// <summary>
+    /// Prompt ids for one question or instruction about one image (template applied, image tokens expanded), with
+    /// the prompt prefix and, when a soft prompt is attached to the model, its marker positions after BOS.
+    /// </summary>
+    public int[] PromptIds(string prompt, bool withImage = true)
+    {
+        if (!string.IsNullOrWhiteSpace(PromptPrefix)) prompt = PromptPrefix.Trim() + " " + prompt;
+        var ids = Tokenizer.EncodePrompt(prompt, withImage ? Config.ImageSeqLength : 0);
+        return Model.SoftPrompt is { } soft ? soft.Insert(ids, Tokenizer.AddBos) : ids;
+    }
 
     /// <summary>Left-pads token sequences into one batch; <paramref name="pixels"/> are stacked images in row order.</summary>
     public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels) =>

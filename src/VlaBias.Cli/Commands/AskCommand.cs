@@ -20,10 +20,12 @@ public static class AskCommand
         var cmd = new Command("ask", "Ask a question about an image.\n\nExamples:\n  vlatune ask --model checkpoints/tiny-base img.png -q \"is the person holding a wrench?\"\n  vlatune ask --model DIR img.png -q \"is the person friendly?\" --options yes,no");
         foreach (var o in new Option[] { model, adapter, question, options, maxNew, json, dtype }) cmd.Options.Add(o);
         cmd.Arguments.Add(image);
+        var methodOptions = new MethodOptions(cmd, decoding: false);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
+            using var applied = methodOptions.Read(p).Apply(vla);
             var px = vla.Images.Load(p.GetValue(image)!);
             var q = p.GetValue(question)!;
             var gen = new TextGenerator(vla);

@@ -21,17 +21,20 @@ public static class CaptionCommand
         var json = new Option<bool>("--json") { Description = "One JSON object per image with tokens and log-probabilities" };
         var dtype = ModelLoading.DTypeOption();
         var engine = new Option<string>("--engine") { Description = "torch (a checkpoint folder) or onnx (a folder written by `vlatune export`)", DefaultValueFactory = _ => "torch" };
-        var cmd = new Command("caption", "Caption images.\n\nExamples:\n  vlatune caption --model checkpoints/tiny-base img.png\n  vlatune caption --model DIR a.png b.png --beams 3 --json");
+        var cmd = new Command("caption", "Caption images.\n\nExamples:\n  vlatune caption --model checkpoints/tiny-base img.png\n  vlatune caption --model DIR a.png b.png --beams 3 --json\n  vlatune caption --model DIR img.png --steer steer.safetensors --steer-scale 1\n  vlatune caption --model DIR img.png --penalty 2 --penalty-words default\n  vlatune caption --model DIR img.png --fairness-instruction");
         foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json, engine, dtype }) cmd.Options.Add(o);
         cmd.Arguments.Add(images);
+        var methodOptions = new MethodOptions(cmd, decoding: true);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             if (p.GetValue(beams) < 1) throw new BadInputException("--beams: must be at least 1");
             if (p.GetValue(maxNew) < 1) throw new BadInputException("--max-new-tokens: must be at least 1");
-            var opts = new GenerationOptions(p.GetValue(maxNew), p.GetValue(beams));
+            var methods = methodOptions.Read(p, p.GetValue(beams));
+            var opts = new GenerationOptions(p.GetValue(maxNew), methods.Beams);
             if (p.GetValue(engine) == "onnx")
             {
+                if (methods != VlaBias.Methods.Interventions.None with { Beams = methods.Beams }) throw new BadInputException("--engine onnx: steering, soft prompts, prompt prefixes and penalties need --engine torch");
                 if (p.GetValue(adapter) is not null) throw new BadInputException("--adapter: an ONNX export already has its adapter merged; export with --adapter instead");
                 using var onnx = VlaBias.Export.OnnxVla.Load(p.GetValue(model)!);
                 int bad = 0;
@@ -46,6 +49,8 @@ public static class CaptionCommand
             var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
             string instruction = p.GetValue(prompt) ?? Prompts.Caption(vla);
             var gen = new TextGenerator(vla);
+            using var applied = methods.Apply(vla);
+            var penalty = methods.PenaltyFor(vla, "data/words/gender_words.json");
             var files = p.GetValue(images)!;
             int bs = Math.Max(1, p.GetValue(batch));
             int failed = 0;
@@ -66,7 +71,7 @@ public static class CaptionCommand
                 if (ok.Count == 0) continue;
                 var ids = ok.Select(_ => vla.PromptIds(instruction)).ToList();
                 using var b = vla.Batch(ids, ok.Select(x => x.px).ToList());
-                var outs = gen.Generate(b, opts);
+                var outs = gen.Generate(b, opts, penalty);
                 for (int i = 0; i < ok.Count; i++) Print(ok[i].file, outs[i], vla.Tokenizer, p.GetValue(json));
             }
             return failed > 0 ? ExitCodes.BadInput : ExitCodes.Ok;

@@ -7,7 +7,7 @@ using VlaBias.Data.Importers;
 
 namespace VlaBias.Cli.Commands;
 
-/// <summary>vlatune data …: synth (render the synthetic world), import (real data sets → manifest), face-sample, audit (attribute × context/role co-occurrence).</summary>
+/// <summary>vlatune data …: synth (render the synthetic world), import (real data sets → manifest), face-sample, audit (attribute × context/role co-occurrence), rebalance and augment (data-side debiasing).</summary>
 public static class DataCommand
 {
     public static Command Create()
@@ -17,6 +17,8 @@ public static class DataCommand
         data.Subcommands.Add(Import());
         data.Subcommands.Add(FaceSample());
         data.Subcommands.Add(AuditCommand());
+        data.Subcommands.Add(RebalanceCommand());
+        data.Subcommands.Add(Augment());
         return data;
     }
 
@@ -105,6 +107,65 @@ public static class DataCommand
         }));
         return cmd;
     }
+
+    private static Command RebalanceCommand()
+    {
+        var input = new Argument<string>("manifest") { Description = "Input manifest" };
+        var outFile = new Option<string>("--out") { Description = "Output manifest (image paths are rewritten relative to it)", Required = true };
+        var split = new Option<string>("--split") { Description = "Split to resample (others pass through)", DefaultValueFactory = _ => "pretrain" };
+        var under = new Option<bool>("--undersample") { Description = "Drop items down to the smallest gender of each cell instead of duplicating up to the largest" };
+        var cmd = new Command("rebalance", "Resample a split so each gender × context × role cell has equal counts (feeds pretrain or tune).\n\n" +
+            "Examples:\n  vlatune data rebalance data/generated/scenes/manifest.jsonl --out /tmp/rebalanced/manifest.jsonl\n" +
+            "  vlatune pretrain --data /tmp/rebalanced/manifest.jsonl --out /tmp/base-rebalanced");
+        cmd.Arguments.Add(input);
+        foreach (var o in new Option[] { outFile, split, under }) cmd.Options.Add(o);
+        Cli.Common.AddTo(cmd);
+        cmd.SetAction(p => Cli.Run(p, () =>
+        {
+            var src = p.GetValue(input)!;
+            var items = Manifest.Load(src);
+            var (result, report) = Rebalance.Run(items, p.GetValue(split)!, p.GetValue(under), (int)p.GetValue(Cli.Common.Seed));
+            WriteRelocated(src, p.GetValue(outFile)!, result);
+            Log.Information("data rebalance: split {Split}: {Cells} context/role cells, {Before} → {After} items → {Out}", p.GetValue(split), report.Cells, report.Before, report.After, p.GetValue(outFile));
+            foreach (var m in report.MissingGenders.Take(20)) Log.Warning("data rebalance: cannot balance {Cell}", m);
+            Console.WriteLine(p.GetValue(outFile));
+            return ExitCodes.Ok;
+        }));
+        return cmd;
+    }
+
+    private static Command Augment()
+    {
+        var input = new Argument<string>("manifest") { Description = "Input manifest" };
+        var outFile = new Option<string>("--out") { Description = "Output manifest (image paths are rewritten relative to it)", Required = true };
+        var split = new Option<string?>("--split") { Description = "Only augment this split (default: all)" };
+        var world = new Option<string>("--world") { Description = "World definition (its man / woman / neutral words)", DefaultValueFactory = _ => "data/scenes/world.json" };
+        var cmd = new Command("augment", "Counterfactual caption augmentation: for figures of unclear gender, add the neutral ('person') and the gender-swapped version of every gendered caption.\n\n" +
+            "Example:\n  vlatune data augment data/generated/scenes/manifest.jsonl --split pretrain --out /tmp/augmented/manifest.jsonl");
+        cmd.Arguments.Add(input);
+        foreach (var o in new Option[] { outFile, split, world }) cmd.Options.Add(o);
+        Cli.Common.AddTo(cmd);
+        cmd.SetAction(p => Cli.Run(p, () =>
+        {
+            var src = p.GetValue(input)!;
+            var w = World.Load(p.GetValue(world)!);
+            var (result, report) = CounterfactualAugmentation.Run(Manifest.Load(src), p.GetValue(split), w.Words.Unclear, w.Words.Man, w.Words.Woman);
+            WriteRelocated(src, p.GetValue(outFile)!, result);
+            Log.Information("data augment: {Unclear} unclear items, {Added} captions added → {Out}", report.UnclearItems, report.CaptionsAdded, p.GetValue(outFile));
+            Console.WriteLine(p.GetValue(outFile));
+            return ExitCodes.Ok;
+        }));
+        return cmd;
+    }
+
+    /// <summary>Writes items read from <paramref name="from"/> to <paramref name="to"/>, image paths made relative to the new folder.</summary>
+    public static void WriteRelocated(string from, string to, IEnumerable<ManifestItem> items)
+    {
+        string srcDir = Path.GetDirectoryName(Path.GetFullPath(from))!, dstDir = Path.GetDirectoryName(Path.GetFullPath(to))!;
+        Directory.CreateDirectory(dstDir);
+        Manifest.Write(to, srcDir == dstDir ? items : items.Select(i => i with { Image = Path.GetRelativePath(dstDir, Path.Combine(srcDir, i.Image)) }));
+    }
+
 
     private static Command AuditCommand()
     {

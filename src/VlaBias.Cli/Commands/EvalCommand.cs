@@ -22,8 +22,13 @@ public static class EvalCommand
         var cmd = new Command("eval", "Run an evaluation suite: bias metrics and captioning accuracy with bootstrap 95% CIs.\n\n" +
             "Examples:\n  vlatune eval --model checkpoints/tiny-base --suite eval/suites/scenes.yaml --out eval/runs/base\n" +
             "  vlatune eval --model checkpoints/tiny-base --adapter checkpoints/runs/latest --out eval/runs/tuned\n" +
+            "  vlatune eval --model checkpoints/tiny-base --steer eval/methods/steer.safetensors --out eval/runs/steer\n" +
+            "  vlatune eval --model checkpoints/tiny-base --soft-prompt checkpoints/runs/prompt --out eval/runs/prompt\n" +
+            "  vlatune eval --model checkpoints/tiny-base --penalty 2 --beams 3 --out eval/runs/penalty\n" +
             "  vlatune eval --out /tmp/e1 --shard 1/2 && vlatune eval --out /tmp/e2 --shard 2/2 && vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e");
-        foreach (var o in new Option[] { model, adapter, suite, outDir, shard, noCache, split, bootstrap, limit, dtype }) cmd.Options.Add(o);
+        var beams = new Option<int>("--beams") { Description = "Beam width for captions (1 = greedy, the suite's default)", DefaultValueFactory = _ => 1 };
+        foreach (var o in new Option[] { model, adapter, suite, outDir, shard, noCache, split, bootstrap, limit, beams, dtype }) cmd.Options.Add(o);
+        var methodOptions = new MethodOptions(cmd, decoding: true);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
@@ -34,7 +39,9 @@ public static class EvalCommand
             });
             if (s.Manifest == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(s.World);
             var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
-            var req = new EvalRequest(p.GetValue(model)!, p.GetValue(adapter), s, p.GetValue(outDir)!, Shard.Parse(p.GetValue(shard)), !p.GetValue(noCache), p.GetValue(limit));
+            var methods = methodOptions.Read(p, p.GetValue(beams));
+            using var applied = methods.Apply(vla);
+            var req = new EvalRequest(p.GetValue(model)!, p.GetValue(adapter), s, p.GetValue(outDir)!, Shard.Parse(p.GetValue(shard)), !p.GetValue(noCache), p.GetValue(limit), methods);
             var outcome = ProgressDisplay.Run("eval", prog => EvalRunner.Run(vla, req, new SyncProgress<(int done, int total)>(x => prog.Report(new(x.done, x.total, "")))));
             Log.Information("eval: {Samples} samples in {Seconds:F1} s → {Out}", outcome.Samples, outcome.Elapsed.TotalSeconds, outcome.Out);
             if (outcome.Metrics is not null) Console.WriteLine(File.ReadAllText(Path.Combine(outcome.Out, "report.md")));

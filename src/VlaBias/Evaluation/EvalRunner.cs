@@ -8,9 +8,12 @@ using VlaBias.Training;
 
 namespace VlaBias.Evaluation;
 
-public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null);
+/// <summary><paramref name="Methods"/>: inference-time methods already applied to the model (their decoding settings are used here).</summary>
+public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null,
+    Methods.Interventions? Methods = null);
 
-public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed);
+/// <summary><paramref name="Inference"/>: the time spent answering (model forward passes and decoding), without loading and metrics.</summary>
+public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed, TimeSpan? Inference = null);
 
 public static class EvalRunner
 {
@@ -26,9 +29,12 @@ public static class EvalRunner
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;
         Directory.CreateDirectory(req.Out);
         using var bank = ImageBank.Load(items, manifestDir, vla.Images);
-        var evaluator = new Evaluator(vla, suite);
-        string identity = Evaluator.ModelIdentity(req.Model, req.Adapter);
+        var methods = req.Methods ?? VlaBias.Methods.Interventions.None;
+        var evaluator = new Evaluator(vla, suite, methods.Beams, methods.PenaltyFor(vla, suite.Words));
+        string identity = Evaluator.ModelIdentity(req.Model, req.Adapter) + (methods.Identity() is { Length: > 0 } m ? "|" + m : "");
+        var inference = System.Diagnostics.Stopwatch.StartNew();
         var samples = evaluator.Collect(items, bank, req.Shard, req.UseCache ? Path.Combine(req.Out, CacheFile) : null, identity, progress: progress);
+        inference.Stop();
         WriteSamples(Path.Combine(req.Out, SamplesFile), samples);
         if (req.Shard.Count > 1)
         {
@@ -41,7 +47,7 @@ public static class EvalRunner
             return new EvalOutcome(req.Out, null, samples.Count, clock.Elapsed);
         }
         var doc = Finish(req.Out, samples, suite, req.Model, req.Adapter, items.Count);
-        return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed);
+        return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed, inference.Elapsed);
     }
 
     /// <summary>Computes metrics from samples and writes metrics.json and the reports.</summary>

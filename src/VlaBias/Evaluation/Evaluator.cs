@@ -34,7 +34,11 @@ public sealed record Shard(int Index, int Count)
 /// <summary>One prompt to answer about one item.</summary>
 internal sealed record WorkUnit(int Item, string Kind, string Prompt, IReadOnlyList<string>? Options, ManifestQuestion? Question);
 
-public sealed class Evaluator(Vla vla, Suite suite)
+/// <summary>
+/// <paramref name="beams"/> and <paramref name="penalty"/> change how captions are decoded (beam search, penalty
+/// decoding); the default is greedy. Facts stay greedy, probes are scored.
+/// </summary>
+public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty? penalty = null)
 {
     /// <summary>A string that changes when the model or adapter weights change (folder, file sizes and times).</summary>
     public static string ModelIdentity(string? modelDir, string? adapterDir)
@@ -173,7 +177,9 @@ public sealed class Evaluator(Vla vla, Suite suite)
                 break;
             default:
                 int max = units[0].Kind == "caption" ? suite.MaxNewTokens : 4;
-                var outs = gen.Generate(batch, GenerationOptions.Greedy(max));
+                var opts = units[0].Kind == "caption" && (beams > 1 || penalty is not null)
+                    ? new GenerationOptions(max, Math.Max(beams, 2)) : GenerationOptions.Greedy(max);
+                var outs = gen.Generate(batch, opts, units[0].Kind == "caption" ? penalty : null);
                 for (int k = 0; k < units.Count; k++)
                     result.Add(MakeSample(items[units[k].Item], units[k], outs[k].Text, null, Math.Round(outs[k].SumLogProb, 5)));
                 break;

@@ -29,6 +29,9 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
     public ScalarType DType => language_model.LmHead.weight!.dtype;
     public Device Device => language_model.LmHead.weight!.device;
 
+    /// <summary>A prompt-tuning prefix written over marker positions by <see cref="Embed"/> (Adapters/SoftPrompt.cs); null = none.</summary>
+    public Adapters.SoftPrompt? SoftPrompt { get; set; }
+
     /// <summary>Image embeddings [B_img, N, C_text] for pixel_values [B_img, 3, H, W].</summary>
     public Tensor ImageFeatures(Tensor pixels)
     {
@@ -43,7 +46,10 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         inputIds = inputIds.to(Device);
-        var embeds = language_model.Model.EmbedTokens.call(inputIds);
+        bool hasPrefix = SoftPrompt is not null && inputIds.shape[1] > 1;
+        var lookup = hasPrefix ? inputIds.masked_fill(inputIds.eq(Adapters.SoftPrompt.MarkerId), 0) : inputIds;
+        var embeds = language_model.Model.EmbedTokens.call(lookup);
+        if (hasPrefix) embeds = SoftPrompt!.Write(inputIds, embeds);
         if (pixels is null && imageFeatures is null) return embeds.MoveToOuterDisposeScope();
         var feats = imageFeatures ?? ImageFeatures(pixels!);
         var isImage = inputIds.eq(Config.ImageTokenIndex);

@@ -1,4 +1,4 @@
-// The debiasing run (SPEC §6): LoRA on a frozen base, trained on counterfactual pairs until the measured validation
+// The debiasing run (SPEC §6): LoRA (method lora) or a soft prompt prefix (method prompt, Adapters/SoftPrompt.cs) on a frozen base, trained on counterfactual pairs until the measured validation
 // bias falls under the threshold while captioning accuracy holds. Data flow per optimizer step:
 //   tune split → P counterfactual pairs (x = man image, x' = woman image of one scene) × K probe prompts
 //     parity:  (p_yes(x,q) − p_yes(x',q))², p_yes renormalized over yes/no, plus the symmetric KL of next-token
@@ -36,6 +36,7 @@ public sealed record TuneResult(string RunDir, string StopReason, bool Threshold
 public static class DebiasTrainer
 {
     public const string CheckpointDir = "_checkpoint";
+    private const string SoftPromptCheckpointName = "soft_prompt.prompt_embeddings";
 
     public static TuneResult Run(TuneConfig cfg, Recipe resolved, IProgress<TuneProgress>? progress = null, CancellationToken cancel = default, Action<string>? onRunDir = null)
     {
@@ -76,14 +77,36 @@ public static class DebiasTrainer
         var basePoint = new ValidationPoint(0, baseVal.bias, baseVal.cider, double.NaN);
         Log.Information("tune: base on validation: pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3}", basePoint.Bias, basePoint.CiderD);
 
-        var lora = LoraAdapter.Apply(vla.Model, cfg.Lora, cfg.Seed);
-        var trainable = lora.Parameters().ToList();
+        // method lora: adapters on the frozen base; method prompt: a soft prefix, everything else frozen. The prefix is
+        // attached only now, so the base figures above are without it; prompts are re-tokenized to carry its markers.
+        LoraAdapter? lora = null;
+        SoftPrompt? soft = null;
+        List<TorchSharp.Modules.Parameter> trainable;
+        if (cfg.Method == "prompt")
+        {
+            foreach (var w in vla.Model.parameters()) w.requires_grad = false;
+            soft = SoftPrompt.Create(vla.Model, cfg.PromptTokens, cfg.Seed);
+            soft.AttachTo(vla.Model);
+            data = TuneData.Build(vla, tune, words, suite.CaptionPrompt);
+            trainable = [soft.Embeddings];
+        }
+        else
+        {
+            lora = LoraAdapter.Apply(vla.Model, cfg.Lora, cfg.Seed);
+            trainable = lora.Parameters().ToList();
+        }
+        long trainableCount = trainable.Sum(p => p.numel());
+        Log.Information("tune: method {Method}, {Count} trainable parameters", cfg.Method, trainableCount);
+        Dictionary<string, Tensor> TrainedWeights() => soft is not null
+            ? new() { [SoftPromptCheckpointName] = soft.Embeddings }
+            : LoraWeights(vla.Model);
+        void SaveTrained() { if (soft is not null) soft.Save(runDir, cfg.Model); else SaveAdapter(lora!, runDir); }
         var opt = optim.AdamW(trainable, lr: cfg.Lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.WeightDecay);
         var state = new RunState();
         string ckpt = Path.Combine(runDir, CheckpointDir);
         if (cfg.Resume && TrainingCheckpoint.Exists(ckpt))
         {
-            var s = TrainingCheckpoint.Load(ckpt, vla.Model, opt);
+            var s = TrainingCheckpoint.Load(ckpt, vla.Model, opt, soft is null ? null : new Dictionary<string, Tensor> { [SoftPromptCheckpointName] = soft.Embeddings });
             state = RunState.FromJson(s.Extra!) with { Step = s.Step };
             Log.Information("tune: resumed at step {Step}", state.Step);
         }
@@ -174,7 +197,7 @@ public static class DebiasTrainer
                 bool better = guard && (state.BestStep < 0 || v.bias < state.BestBias);
                 if (better)
                 {
-                    SaveAdapter(lora, runDir);
+                    SaveTrained();
                     state = state with { BestStep = state.Step, BestBias = v.bias };
                 }
                 if (cfg.StopRule == "threshold" && v.bias <= cfg.Threshold && guard)
@@ -185,24 +208,24 @@ public static class DebiasTrainer
             }
             if (evalNow || state.Step % cfg.SaveEvery == 0 || reached)
                 TrainingCheckpoint.Save(ckpt, vla.Model, opt, new TrainingCheckpoint.State(state.Step, state.Ema, state.ToJson()),
-                    lora.Parameters().Count() > 0 ? LoraWeights(vla.Model) : null);
+                    trainable.Count > 0 ? TrainedWeights() : null);
             progress?.Report(new TuneProgress(state.Step, cfg.MaxSteps, terms, state.Evaluations.LastOrDefault(), note));
         }
         if (state.BestStep < 0)
         {
             // No evaluation passed the accuracy guard: keep the last adapter so the run is still inspectable.
-            SaveAdapter(lora, runDir);
+            SaveTrained();
             state = state with { BestStep = state.Step };
             if (!reached && !state.NonFinite) stopReason += "; no evaluation passed the accuracy guard, the last adapter is kept";
         }
         tuneFeatures?.Dispose();
-        WriteState(runDir, stopReason, reached, state, basePoint, clock.Elapsed, cfg);
+        WriteState(runDir, stopReason, reached, state, basePoint, clock.Elapsed, cfg, trainableCount);
         Log.Information("tune: stopped after {Steps} steps: {Reason}; best adapter from step {Best}", state.Step, stopReason, state.BestStep);
 
         JsonObject? baseMetrics = null, tunedMetrics = null;
         if (cfg.FinalEval && !state.NonFinite)
             (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, runDir);
-        WriteState(runDir, stopReason, reached, state, basePoint, clock.Elapsed, cfg);
+        WriteState(runDir, stopReason, reached, state, basePoint, clock.Elapsed, cfg, trainableCount);
         if (baseMetrics is not null) WriteRunReport(runDir);
         return new TuneResult(runDir, stopReason, reached, state.BestStep, state.Step, state.Evaluations, basePoint, clock.Elapsed, baseMetrics, tunedMetrics);
     }
@@ -331,7 +354,7 @@ public static class DebiasTrainer
         return dir;
     }
 
-    private static void WriteState(string runDir, string reason, bool reached, RunState s, ValidationPoint basePoint, TimeSpan elapsed, TuneConfig cfg)
+    private static void WriteState(string runDir, string reason, bool reached, RunState s, ValidationPoint basePoint, TimeSpan elapsed, TuneConfig cfg, long trainable)
     {
         static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(Math.Round(v, 6)) : null;
         var doc = new JsonObject
@@ -346,6 +369,8 @@ public static class DebiasTrainer
             ["evaluations"] = new JsonArray(s.Evaluations.Select(e => (JsonNode)new JsonObject
             { ["step"] = e.Step, ["bias"] = N(e.Bias), ["cider_d"] = N(e.CiderD), ["loss"] = N(e.Loss) }).ToArray()),
             ["elapsed_seconds"] = Math.Round(elapsed.TotalSeconds, 1),
+            ["method"] = cfg.Method,
+            ["trainable_parameters"] = trainable,
         };
         AtomicFile.WriteAllText(Path.Combine(runDir, "trainer_state.json"), doc.ToJsonString(JsonFormat.Pretty));
     }
@@ -367,7 +392,8 @@ public static class DebiasTrainer
         var b = EvalRunner.Run(baseVla, new EvalRequest(cfg.Model, null, suite, baseOut, Shard.All));
         File.Copy(baseCache, cacheName, overwrite: true);
         var tunedVla = Vla.Load(cfg.Model, ComputeDType.Parse(cfg.DType));
-        LoraAdapter.Load(tunedVla.Model, runDir);
+        if (cfg.Method == "prompt") SoftPrompt.Load(tunedVla.Model, runDir).AttachTo(tunedVla.Model);
+        else LoraAdapter.Load(tunedVla.Model, runDir);
         Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
         var t = EvalRunner.Run(tunedVla, new EvalRequest(cfg.Model, runDir, suite, Path.Combine(runDir, "eval", "tuned"), Shard.All));
         Comparison.Write(Path.Combine(runDir, "comparison.md"), [("base", b.Metrics!), ("tuned", t.Metrics!)]);

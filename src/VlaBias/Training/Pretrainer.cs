@@ -230,11 +230,12 @@ public static class TrainingCheckpoint
         if (Directory.Exists(old)) Directory.Delete(old, true);
     }
 
-    public static State Load(string dir, nn.Module model, TorchSharp.Modules.OptimizerHelper opt)
+    /// <param name="targets">Where the checkpoint's tensors go (default: the model's state dict, by name).</param>
+    public static State Load(string dir, nn.Module model, TorchSharp.Modules.OptimizerHelper opt, IReadOnlyDictionary<string, Tensor>? targets = null)
     {
         if (!File.Exists(Path.Combine(dir, "state.json")) && File.Exists(Path.Combine(dir + ".old", "state.json"))) dir += ".old";
         var state = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "state.json")))!;
-        var sd = model.state_dict();
+        var sd = targets ?? model.state_dict();
         using (var file = Weights.SafeTensorsFile.Open(Path.Combine(dir, "weights.safetensors")))
         using (no_grad())
             foreach (var name in file.Entries.Keys)

@@ -12,7 +12,7 @@ public sealed record TuneConfig(
     int PairsPerStep, int ProbesPerPair, int RetainPerStep,
     int LoraR, double LoraAlpha, double LoraDropout, IReadOnlyList<string> TargetModules, bool UseRsLora, bool LoraVision, bool LoraProjector,
     double Threshold, int MaxSteps, int EvalEvery, double MaxAccuracyDrop, string StopRule, int EmaPatience,
-    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "f32")
+    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "f32", string Method = "lora", int PromptTokens = 8)
 {
     /// <summary>(recipe key, description) of every option, for --help and the generic command-line mapping.</summary>
     public static readonly (string Key, string Help)[] Keys =
@@ -23,6 +23,8 @@ public sealed record TuneConfig(
         ("suite", "Evaluation suite run on base and tuned at the end"),
         ("runs_dir", "Folder of run folders"),
         ("name", "Run name (default: a timestamp)"),
+        ("method", "What is trained: lora (adapters on the frozen base) | prompt (a soft prefix of prompt_tokens embeddings after BOS, before the image)"),
+        ("prompt_tokens", "Prompt tuning: number of trainable prefix embeddings"),
         ("objective", "Objectives with weights from the *_weight keys: parity | unknown | retain | parity+unknown ..."),
         ("parity_weight", "Weight of (p_yes(x) - p_yes(x'))^2 over counterfactual pairs and probe prompts"),
         ("caption_kl_weight", "Weight of the symmetric KL between next-token distributions of x and x' on the gold caption (non-gender positions)"),
@@ -72,7 +74,7 @@ public sealed record TuneConfig(
         r.Dbl("threshold", 0.05), r.Int("max_steps", 20000), r.Int("eval_every", 25), r.Dbl("max_accuracy_drop", 0.05),
         r.Choice("stop_rule", "threshold", "threshold", "ema-loss"), r.Int("ema_patience", 10),
         r.Int("val_pairs", 0), r.Int("save_every", 25), r.Long("seed", 0), r.Bool("final_eval", true), r.Int("test_bootstrap", 1000),
-        r.Choice("dtype", "f32", "f32", "bf16"));
+        r.Choice("dtype", "f32", "f32", "bf16"), r.Choice("method", "lora", "lora", "prompt"), r.Int("prompt_tokens", 8));
 
     public IReadOnlySet<string> Objectives => Objective.Split('+', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
 
@@ -86,6 +88,8 @@ public sealed record TuneConfig(
         if (EvalEvery < 1) throw new BadInputException($"eval_every: must be >= 1, got {EvalEvery}");
         if (PairsPerStep < 1 || ProbesPerPair < 1) throw new BadInputException("pairs_per_step and probes_per_pair must be >= 1");
         if (GradAccum < 1) throw new BadInputException($"grad_accum: must be >= 1, got {GradAccum}");
+        if (PromptTokens < 1) throw new BadInputException($"prompt_tokens: must be >= 1, got {PromptTokens}");
+        if (Method == "prompt" && (LoraVision || LoraProjector)) throw new BadInputException("lora_vision / lora_projector: not used with method prompt; set them to false");
         if (Threshold < 0) throw new BadInputException($"threshold: must be >= 0, got {Threshold}");
     }
 
