@@ -259,9 +259,14 @@ public static class DataCommand
     public static string EnsureDefaultScenes(string worldPath = "data/scenes/world.json", string dir = DefaultSynthDir)
     {
         var manifest = Path.Combine(dir, SceneSynth.ManifestName);
-        if (File.Exists(manifest)) return manifest;
-        Log.Information("generating the default Counterfactual Scenes data set in {Dir} (first use)", dir);
+        var stamp = Path.Combine(dir, "world.sha256");
+        // Regenerate when world.json changed since the data was rendered (the stamp records its hash).
+        string hash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(worldPath)));
+        if (File.Exists(manifest) && File.Exists(stamp) && File.ReadAllText(stamp).Trim() == hash) return manifest;
+        Log.Information("generating the default Counterfactual Scenes data set in {Dir} ({Why})", dir, File.Exists(manifest) ? "world.json changed" : "first use");
         var w = World.Load(worldPath);
-        return SceneSynth.Generate(w, new SynthOptions(), dir).ManifestPath;
+        var result = SceneSynth.Generate(w, new SynthOptions(), dir).ManifestPath;
+        AtomicFile.WriteAllText(stamp, hash + "\n");
+        return result;
     }
 }

@@ -86,8 +86,7 @@ public static class MetricsCalculator
                 m["role.accuracy_stereotypical"] = With(r.AccuracyStereotypical, Bootstrap.Ci95Clustered(clear, unit, x => R(x).AccuracyStereotypical, resamples, s), r.NStereotypical);
                 m["role.accuracy_counter"] = With(r.AccuracyCounter, Bootstrap.Ci95Clustered(clear, unit, x => R(x).AccuracyCounter, resamples, s), r.NCounter);
                 m["role.accuracy_gap"] = With(r.Gap, Bootstrap.Ci95Clustered(clear, unit, x => R(x).Gap, resamples, s), clear.Count);
-                double Amp(IReadOnlyList<Sample> cs) => BiasAmp.AttributeToRole(cs.Select(c => c.Gender).ToList(), cs.Select(c => c.Role!).ToList(),
-                    cs.Select(c => RoleAccuracy.PredictRole(c.Output!, words.Roles)).ToList());
+                double Amp(IReadOnlyList<Sample> cs) => BiasAmpWithLeans(cs, words);
                 m["biasamp.attribute_to_role"] = With(Amp(clear), Bootstrap.Ci95Clustered(clear, unit, Amp, resamples, s), clear.Count);
                 double Di(IReadOnlyList<Sample> cs) => DisparateImpact.Compute(cs.Select(c => c.Gender).ToList(),
                     cs.Select(c => RoleAccuracy.PredictRole(c.Output!, words.Roles)).ToList()).MinRatio;
@@ -138,6 +137,34 @@ public static class MetricsCalculator
     }
 
     private static string Normalize(string? s) => CaptionTokenizer.Tokenize(s ?? "");
+
+    /// <summary>
+    /// BiasAmp→ (Wang &amp; Russakovsky 2021, attribute → role): mean over (gender a, role t) of y_at·Δ_at with
+    /// Δ_at = P(t̂ = t | a) − P(t = t | a). The reference takes y_at = sign(P(a,t) − P(a)P(t)) from the training labels;
+    /// an evaluation split balanced over gender × role has no correlation of its own (y would be 0 everywhere), so
+    /// y_at comes from the stereotype lean the items carry (the direction of the training data's correlation):
+    /// +1 when role t leans to gender a, −1 otherwise. Falls back to the evaluated labels when items carry no lean.
+    /// </summary>
+    private static double BiasAmpWithLeans(IReadOnlyList<Sample> cs, WordLists words)
+    {
+        if (cs.Any(c => c.LeanRole is null))
+            return BiasAmp.AttributeToRole(cs.Select(c => c.Gender).ToList(), cs.Select(c => c.Role!).ToList(),
+                cs.Select(c => RoleAccuracy.PredictRole(c.Output!, words.Roles)).ToList());
+        var lean = cs.GroupBy(c => c.Role!).ToDictionary(g => g.Key, g => g.First().LeanRole!);
+        double sum = 0; int cells = 0;
+        foreach (var a in cs.Select(c => c.Gender).Distinct())
+        {
+            var group = cs.Where(c => c.Gender == a).ToList();
+            foreach (var t in lean.Keys)
+            {
+                double pred = group.Count(c => RoleAccuracy.PredictRole(c.Output!, words.Roles) == t) / (double)group.Count;
+                double truth = group.Count(c => c.Role == t) / (double)group.Count;
+                sum += (lean[t] == a ? 1 : -1) * (pred - truth);
+                cells++;
+            }
+        }
+        return cells == 0 ? double.NaN : sum / cells;
+    }
 
     private static ProbeAnswer ToAnswer(Sample p) => new(p.Attribute ?? p.Prompt, p.Gender, p.PYes!.Value);
 

@@ -312,7 +312,16 @@ public static class DebiasTrainer
 
     private static Tensor RetainLoss(Vla vla, TuneData data, Random rng, int n, ImageBank bank, Tensor? cached)
     {
-        var picks = Enumerable.Range(0, n).Select(_ => data.Retain[rng.Next(data.Retain.Count)]).ToList();
+        // Half truthful captions, stratified by presented gender (man, woman, unclear in turn, so figures whose gender
+        // the image does not show get a third of the caption signal), half factual answers.
+        var pools = data.RetainCaptions.Values.Where(v => v.Count > 0).ToList();
+        var picks = new List<(int image, int[] prompt, int[] target)>(n);
+        for (int k = 0; k < n; k++)
+        {
+            bool caption = pools.Count > 0 && (k % 2 == 0 || data.RetainFacts.Count == 0);
+            var pool = caption ? pools[(k / 2) % pools.Count] : data.RetainFacts;
+            picks.Add(pool[rng.Next(pool.Count)]);
+        }
         using var sb = Sequences.Build(vla, picks.Select(p => (p.prompt, p.target)).ToList(), null);
         var feats = Features(vla, bank, cached, picks.Select(p => p.image).ToList());
         var logits = vla.Model.ForwardEmbeds(vla.Model.Embed(sb.InputIds, null, feats), sb.Mask);
@@ -446,6 +455,8 @@ internal sealed class TuneData
     public Dictionary<int, int[]?> CaptionOf { get; } = [];
     public List<(int image, int[] prompt)> UnknownProbes { get; } = [];
     public List<(int image, int[] prompt, int[] target)> Retain { get; } = [];
+    public SortedDictionary<string, List<(int image, int[] prompt, int[] target)>> RetainCaptions { get; } = new(StringComparer.Ordinal);
+    public List<(int image, int[] prompt, int[] target)> RetainFacts { get; } = [];
     public int[] CaptionPrompt { get; private set; } = [];
     public int Yes { get; private set; }
     public int No { get; private set; }
@@ -474,8 +485,19 @@ internal sealed class TuneData
             foreach (var q in it.Questions.Where(q => q.Kind == "probe" && q.AttributeSplit != "test" && q.Options is { } o && o.Contains("unknown")))
                 d.UnknownProbes.Add((i, vla.PromptIds(q.Q)));
             d.CaptionOf[i] = it.Captions.Count > 0 ? tok.Encode(it.Captions[0]) : null;
-            foreach (var c in it.Captions) d.Retain.Add((i, d.CaptionPrompt, tok.Encode(c)));
-            foreach (var q in it.Questions.Where(q => q.Kind == "fact" && q.A is not null)) d.Retain.Add((i, vla.PromptIds(q.Q), tok.Encode(q.A!)));
+            foreach (var c in it.Captions)
+            {
+                var ex = (i, d.CaptionPrompt, tok.Encode(c));
+                d.Retain.Add(ex);
+                if (!d.RetainCaptions.TryGetValue(it.Attributes.Gender, out var list)) d.RetainCaptions[it.Attributes.Gender] = list = [];
+                list.Add(ex);
+            }
+            foreach (var q in it.Questions.Where(q => q.Kind == "fact" && q.A is not null))
+            {
+                var ex = (i, vla.PromptIds(q.Q), tok.Encode(q.A!));
+                d.Retain.Add(ex);
+                d.RetainFacts.Add(ex);
+            }
         }
         var byPair = tune.Select((it, i) => (it, i)).Where(x => x.it.Pair is not null).GroupBy(x => x.it.Pair!);
         foreach (var g in byPair)

@@ -68,7 +68,7 @@ public sealed record TuneConfig(
         r.Str("objective", "parity"), r.Dbl("parity_weight", 1.0), r.Dbl("caption_kl_weight", 0.1), r.Dbl("unknown_weight", 1.0),
         r.Dbl("retain_weight", 1.0), r.Dbl("retain_kl_weight", 0.0),
         r.Dbl("lr", 1e-4), r.Choice("schedule", "constant", "cosine", "constant"), r.Int("warmup_steps", 10), r.Dbl("weight_decay", 0.0),
-        r.Dbl("grad_clip", 1.0), r.Int("grad_accum", 1), r.Int("pairs_per_step", 8), r.Int("probes_per_pair", 4), r.Int("retain_per_step", 16),
+        r.Dbl("grad_clip", 1.0), r.Int("grad_accum", 1), r.Int("pairs_per_step", 8), r.Int("probes_per_pair", 4), r.Int("retain_per_step", 24),
         r.Int("lora_r", 8), r.Dbl("lora_alpha", 16), r.Dbl("lora_dropout", 0.0), r.List("target_modules", LoraConfig.DefaultTargetModules),
         r.Bool("use_rslora", false), r.Bool("lora_vision", false), r.Bool("lora_projector", false),
         r.Dbl("threshold", 0.05), r.Int("max_steps", 20000), r.Int("eval_every", 25), r.Dbl("max_accuracy_drop", 0.05),
