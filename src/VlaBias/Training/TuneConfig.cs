@@ -66,7 +66,7 @@ public sealed record TuneConfig(
         r.Str("model", "checkpoints/tiny-base"), r.Str("data", "data/generated/scenes/manifest.jsonl"), r.Str("world", "data/scenes/world.json"),
         r.Str("suite", "eval/suites/scenes.yaml"), r.Str("runs_dir", "checkpoints/runs"), r.OptStr("name"), r.Bool("resume", false),
         r.Str("objective", "parity"), r.Dbl("parity_weight", 1.0), r.Dbl("caption_kl_weight", 0.1), r.Dbl("unknown_weight", 1.0),
-        r.Dbl("retain_weight", 1.0), r.Dbl("retain_kl_weight", 0.0),
+        r.Dbl("retain_weight", 10.0), r.Dbl("retain_kl_weight", 0.0),
         r.Dbl("lr", 1e-4), r.Choice("schedule", "constant", "cosine", "constant"), r.Int("warmup_steps", 10), r.Dbl("weight_decay", 0.0),
         r.Dbl("grad_clip", 1.0), r.Int("grad_accum", 1), r.Int("pairs_per_step", 8), r.Int("probes_per_pair", 4), r.Int("retain_per_step", 24),
         r.Int("lora_r", 8), r.Dbl("lora_alpha", 16), r.Dbl("lora_dropout", 0.0), r.List("target_modules", LoraConfig.DefaultTargetModules),
