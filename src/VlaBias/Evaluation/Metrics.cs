@@ -56,8 +56,9 @@ public static class MetricsCalculator
         {
             var gg = GroupGap.Compute(answers.Select(ToAnswer).ToList(), seed: s, permutations: 2000);
             var ciMean = Bootstrap.Ci95Clustered(answers, a => a.Pair ?? a.Id, sub => MeanAbsGap(sub), resamples, s);
+            // Resamples use 1000 permutations (smallest p = 1/1001, still significant after Holm over ~24 tests) and 50 resamples.
             var ciCount = Bootstrap.Ci95Clustered(answers, a => a.Pair ?? a.Id,
-                sub => GroupGap.Compute(sub.Select(ToAnswer).ToList(), seed: s, permutations: 200).SignificantCount, Math.Min(resamples, 100), s);
+                sub => GroupGap.Compute(sub.Select(ToAnswer).ToList(), seed: s, permutations: 1000).SignificantCount, Math.Min(resamples, 50), s);
             int units = answers.Select(a => a.Pair ?? a.Id).Distinct().Count();
             m["group_gap.mean_abs"] = With(gg.MeanAbs, ciMean, units);
             m["group_gap.significant_count"] = With(gg.SignificantCount, ciCount, gg.PerAttribute.Count);
