@@ -75,7 +75,7 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
             .SelectMany(g => g.Chunk(bs)).ToList();
         var mine = batches.Where((_, i) => shard.Takes(i)).ToList();
         int total = mine.Sum(b => b.Length), done = 0;
-        using var cacheWriter = cacheFile is null ? null : new StreamWriter(cacheFile, append: true);
+        using var cacheWriter = cacheFile is null ? null : OpenCacheForAppend(cacheFile);
         bool wasTraining = vla.Model.training;
         vla.Model.eval();
         Tensor? features = null;
@@ -114,6 +114,21 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
     }
 
     private sealed record CacheLine(string Model, Sample Sample);
+
+    /// <summary>Opens the cache for appending; a last line cut short by an interruption is ended first so new lines stay whole.</summary>
+    private static StreamWriter OpenCacheForAppend(string file)
+    {
+        bool needsNewline = false;
+        if (File.Exists(file) && new FileInfo(file).Length > 0)
+        {
+            using var f = File.OpenRead(file);
+            f.Seek(-1, SeekOrigin.End);
+            needsNewline = f.ReadByte() != '\n';
+        }
+        var w = new StreamWriter(file, append: true);
+        if (needsNewline) w.WriteLine();
+        return w;
+    }
 
     private static Dictionary<string, Sample> LoadCache(string? file, string identity)
     {
