@@ -299,14 +299,11 @@ public sealed class OnnxVla : IDisposable
         return best;
     }
 
-    private sealed record Hypothesis(List<int> Tokens, List<float> LogProbs, double Score);
-
     /// <summary>Beam search exactly as TextGenerator.Beam (B inputs × K beams, length-normalised at the end).</summary>
     private IReadOnlyList<Generated> Beam(PromptBatch batch, GenerationOptions o)
     {
         int k = o.NumBeams, b = (int)batch.Size, v = Info.VocabSize;
-        var finished = Enumerable.Range(0, b).Select(_ => new List<Hypothesis>()).ToArray();
-        var beams = new List<Hypothesis>[b];
+        var search = new BeamSearch(b, k, Eos, o.LengthPenalty);
         var suppressed = Suppressed;
         using var state = Start(batch, out var prefill);
         var lpRows = LogSoftmaxLast(prefill);
@@ -314,87 +311,17 @@ public sealed class OnnxVla : IDisposable
         Reorder(state, Enumerable.Range(0, b * k).Select(i => (long)(i / k)).ToArray());
         var lp = new float[b * k * v];
         for (int r = 0; r < b * k; r++) Array.Copy(lpRows, (r / k) * v, lp, r * v, v);
-        for (int i = 0; i < b; i++)
-            beams[i] = Enumerable.Range(0, k).Select(j => new Hypothesis([], [], j == 0 ? 0 : double.NegativeInfinity)).ToList();
-        var active = Enumerable.Repeat(true, b).ToArray();
         for (int step = 0; step < o.MaxNewTokens; step++)
         {
             foreach (var s in step < o.MinNewTokens ? [.. suppressed, Eos] : suppressed)
                 for (int r = 0; r < b * k; r++) lp[r * v + s] = float.NegativeInfinity;
-            var nextRows = new long[b * k];
-            var nextTokens = new long[b * k];
-            for (int i = 0; i < b; i++)
-            {
-                if (!active[i]) { for (int j = 0; j < k; j++) { nextRows[i * k + j] = i * k; nextTokens[i * k + j] = Eos; } continue; }
-                var candidates = new List<(double score, int beam, int token, float lp)>();
-                for (int j = 0; j < k; j++)
-                {
-                    var h = beams[i][j];
-                    if (double.IsNegativeInfinity(h.Score)) continue;
-                    int row = i * k + j;
-                    foreach (var t in TopIndices(lp, (long)row * v, v, 2 * k))
-                        candidates.Add((h.Score + lp[(long)row * v + t], j, t, lp[(long)row * v + t]));
-                }
-                candidates.Sort((x, y) => y.score.CompareTo(x.score));
-                var next = new List<Hypothesis>();
-                int rank = 0;
-                foreach (var c in candidates)
-                {
-                    var parent = beams[i][c.beam];
-                    if (c.token == Eos)
-                    {
-                        if (rank < k) finished[i].Add(new Hypothesis([.. parent.Tokens], [.. parent.LogProbs], c.score));
-                    }
-                    else if (next.Count < k)
-                    {
-                        nextRows[i * k + next.Count] = i * k + c.beam;
-                        nextTokens[i * k + next.Count] = c.token;
-                        next.Add(new Hypothesis([.. parent.Tokens, c.token], [.. parent.LogProbs, c.lp], c.score));
-                    }
-                    rank++;
-                    if (next.Count == k) break;
-                }
-                while (next.Count < k) { nextRows[i * k + next.Count] = i * k; nextTokens[i * k + next.Count] = Eos; next.Add(new Hypothesis([], [], double.NegativeInfinity)); }
-                beams[i] = next;
-                if (finished[i].Count >= k)
-                {
-                    double worst = finished[i].Select(h => Normalised(h, o.LengthPenalty)).OrderByDescending(x => x).Take(k).Min();
-                    double bestLive = next.Max(h => double.IsNegativeInfinity(h.Score) ? double.NegativeInfinity : h.Score / Math.Pow(Math.Max(1, h.Tokens.Count), o.LengthPenalty));
-                    if (bestLive <= worst) active[i] = false;
-                }
-            }
-            if (!active.Any(a => a) || step == o.MaxNewTokens - 1) break;
+            bool live = search.Advance(lp, v, null, out var nextRows, out var nextTokens);
+            if (!live || step == o.MaxNewTokens - 1) break;
             Reorder(state, nextRows);
             using var logits = Step(state, nextTokens);
             lp = LogSoftmaxLast(logits);
         }
-        var results = new List<Generated>();
-        for (int i = 0; i < b; i++)
-        {
-            var pool = finished[i].Concat(beams[i].Where(h => !double.IsNegativeInfinity(h.Score))).ToList();
-            var best = pool.OrderByDescending(h => Normalised(h, o.LengthPenalty)).First();
-            results.Add(new Generated(best.Tokens.ToArray(), best.LogProbs.ToArray(), Tokenizer.Decode(best.Tokens)));
-        }
-        return results;
-    }
-
-    private static double Normalised(Hypothesis h, double lengthPenalty) => h.Score / Math.Pow(Math.Max(1, h.Tokens.Count + 1), lengthPenalty);
-
-    private static int[] TopIndices(float[] values, long offset, long count, int k)
-    {
-        var idx = new int[Math.Min(k, (int)count)];
-        var best = new float[idx.Length];
-        Array.Fill(best, float.NegativeInfinity);
-        Array.Fill(idx, -1);
-        for (int t = 0; t < count; t++)
-        {
-            float x = values[offset + t];
-            if (x <= best[^1]) continue;
-            int pos = best.Length - 1;
-            while (pos > 0 && best[pos - 1] < x) { best[pos] = best[pos - 1]; idx[pos] = idx[pos - 1]; pos--; }
-            best[pos] = x; idx[pos] = t;
-        }
-        return idx.Where(i => i >= 0).ToArray();
+        return search.Results(Tokenizer.Decode);
     }
 
     private List<Generated> Finish(List<int>[] tokens, List<float>[] logps) =>

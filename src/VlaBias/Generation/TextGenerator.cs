@@ -113,21 +113,13 @@ public sealed class TextGenerator(Vla vla)
         return Finish(tokens, logps);
     }
 
-    private sealed class Hypothesis(List<int> tokens, List<float> logps, double score)
-    {
-        public List<int> Tokens { get; } = tokens;
-        public List<float> LogProbs { get; } = logps;
-        public double Score { get; } = score;   // sum of (penalised) log-probs
-    }
-
     /// <summary>Beam search (B inputs × K beams in one batch), scores = sum log p / length^lengthPenalty at the end.</summary>
     private IReadOnlyList<Generated> Beam(PromptBatch batch, GenerationOptions o, TokenPenalty? penalty)
     {
         int k = o.NumBeams, b = (int)batch.Size;
         long len = batch.Length;
         using var cache = Model.NewCache(b, len + o.MaxNewTokens);
-        var finished = Enumerable.Range(0, b).Select(_ => new List<Hypothesis>()).ToArray();
-        var beams = new List<Hypothesis>[b];
+        var search = new BeamSearch(b, k, Eos, o.LengthPenalty);
         var mask = cat([batch.Mask, ones(b, o.MaxNewTokens, dtype: ScalarType.Int64)], 1).repeat_interleave(k, dim: 0).DetachFromDisposeScope();
         Tensor last;
         using (var scope = NewDisposeScope())
@@ -136,102 +128,21 @@ public sealed class TextGenerator(Vla vla)
             last = logits.select(1, -1).repeat_interleave(k, dim: 0).MoveToOuterDisposeScope(); // [B*K, V]
         }
         cache.Reorder(arange(b).repeat_interleave(k));
-        for (int i = 0; i < b; i++)
-        {
-            // Only the first copy of each input's beam is live at the start (the others start at -inf).
-            beams[i] = Enumerable.Range(0, k).Select(j => new Hypothesis([], [], j == 0 ? 0 : double.NegativeInfinity)).ToList();
-        }
-        var active = new bool[b];
-        Array.Fill(active, true);
         for (int step = 0; step < o.MaxNewTokens; step++)
         {
             using var scope = NewDisposeScope();
             var lp = last.to_type(ScalarType.Float32).log_softmax(-1);       // [B*K, V]
             long v = lp.shape[1];
             var lpArr = Choosable(lp, step >= o.MinNewTokens).data<float>().ToArray();
-            var nextRows = new long[b * k];
-            var nextTokens = new long[b * k];
-            for (int i = 0; i < b; i++)
-            {
-                if (!active[i]) { for (int j = 0; j < k; j++) { nextRows[i * k + j] = i * k; nextTokens[i * k + j] = Eos; } continue; }
-                var candidates = new List<(double score, int beam, int token, float lp)>();
-                for (int j = 0; j < k; j++)
-                {
-                    var h = beams[i][j];
-                    if (double.IsNegativeInfinity(h.Score)) continue;
-                    int row = i * k + j;
-                    // top 2K tokens of this beam are enough to fill K survivors after EOS hits
-                    var top = TopIndices(lpArr, row * v, v, 2 * k);
-                    foreach (var t in top)
-                    {
-                        float l = lpArr[row * v + t];
-                        double pen = penalty?.Invoke(h.Tokens, t) ?? 0;
-                        candidates.Add((h.Score + l + pen, j, t, l));
-                    }
-                }
-                candidates.Sort((x, y) => y.score.CompareTo(x.score));
-                var next = new List<Hypothesis>();
-                int rank = 0;
-                foreach (var c in candidates)
-                {
-                    var parent = beams[i][c.beam];
-                    if (c.token == Eos)
-                    {
-                        if (rank < k) finished[i].Add(new Hypothesis([.. parent.Tokens], [.. parent.LogProbs], c.score));
-                    }
-                    else if (next.Count < k)
-                    {
-                        nextRows[i * k + next.Count] = i * k + c.beam;
-                        nextTokens[i * k + next.Count] = c.token;
-                        next.Add(new Hypothesis([.. parent.Tokens, c.token], [.. parent.LogProbs, c.lp], c.score));
-                    }
-                    rank++;
-                    if (next.Count == k) break;
-                }
-                while (next.Count < k) { nextRows[i * k + next.Count] = i * k; nextTokens[i * k + next.Count] = Eos; next.Add(new Hypothesis([], [], double.NegativeInfinity)); }
-                beams[i] = next;
-                // Done when K hypotheses are finished and no live beam can still beat the worst of them.
-                if (finished[i].Count >= k)
-                {
-                    double worst = finished[i].Select(h => Normalised(h, o.LengthPenalty)).OrderByDescending(x => x).Take(k).Min();
-                    double bestLive = next.Max(h => double.IsNegativeInfinity(h.Score) ? double.NegativeInfinity : h.Score / Math.Pow(Math.Max(1, h.Tokens.Count), o.LengthPenalty));
-                    if (bestLive <= worst) active[i] = false;
-                }
-            }
-            if (!active.Any(a => a) || step == o.MaxNewTokens - 1) break;
+            bool live = search.Advance(lpArr, v, penalty, out var nextRows, out var nextTokens);
+            if (!live || step == o.MaxNewTokens - 1) break;
             cache.Reorder(tensor(nextRows));
             var feed = tensor(nextTokens).unsqueeze(1);
             var embeds = Model.Embed(feed, null);
             last = Model.ForwardEmbeds(embeds, mask.narrow(1, 0, len + step + 1), null, cache, len + step).select(1, -1).MoveToOuterDisposeScope();
         }
         mask.Dispose();
-        var results = new List<Generated>();
-        for (int i = 0; i < b; i++)
-        {
-            var pool = finished[i].Concat(beams[i].Where(h => !double.IsNegativeInfinity(h.Score))).ToList();
-            var best = pool.OrderByDescending(h => Normalised(h, o.LengthPenalty)).First();
-            results.Add(new Generated(best.Tokens.ToArray(), best.LogProbs.ToArray(), vla.Tokenizer.Decode(best.Tokens)));
-        }
-        return results;
-    }
-
-    private static double Normalised(Hypothesis h, double lengthPenalty) => h.Score / Math.Pow(Math.Max(1, h.Tokens.Count + 1), lengthPenalty);
-
-    private static int[] TopIndices(float[] values, long offset, long count, int k)
-    {
-        var idx = new int[Math.Min(k, (int)count)];
-        var best = new float[idx.Length];
-        Array.Fill(best, float.NegativeInfinity);
-        Array.Fill(idx, -1);
-        for (int t = 0; t < count; t++)
-        {
-            float x = values[offset + t];
-            if (x <= best[^1]) continue;
-            int pos = best.Length - 1;
-            while (pos > 0 && best[pos - 1] < x) { best[pos] = best[pos - 1]; idx[pos] = idx[pos - 1]; pos--; }
-            best[pos] = x; idx[pos] = t;
-        }
-        return idx.Where(i => i >= 0).ToArray();
+        return search.Results(vla.Tokenizer.Decode);
     }
 
     private List<Generated> Finish(List<int>[] tokens, List<float>[] logps) =>
