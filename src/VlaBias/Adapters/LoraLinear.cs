@@ -3,6 +3,7 @@
 // trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
 using TorchSharp;
 using TorchSharp.Modules;
+using VlaBias.Model;
 using static TorchSharp.torch;
 
 namespace VlaBias.Adapters;
@@ -51,7 +52,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var result = base_layer.call(x);
+        var result = SmallLinear.Call(base_layer, x);
         var h = lora_A.call(dropout is null ? x : dropout.call(x));
         if (result.dtype == ScalarType.Float64) return (result + lora_B.call(h).mul(Scaling)).MoveToOuterDisposeScope();
         // result + scaling · h·Bᵀ as one GEMM that accumulates into the base output (addmm, beta 1): saves a

@@ -49,8 +49,7 @@ public sealed class TextGenerator(Vla vla)
         var mask = cat([batch.Mask, ones(b, maxNew, dtype: ScalarType.Int64)], 1);   // [B, L + maxNew]
         using (var scope = NewDisposeScope())
         {
-            var logits = Model.ForwardEmbeds(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), mask.narrow(1, 0, len), null, cache, 0);
-            var last = logits.select(1, -1);
+            var last = Model.LastLogits(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), mask.narrow(1, 0, len), null, cache, 0);
             for (int step = 0; step < maxNew; step++)
             {
                 using var stepScope = NewDisposeScope();
@@ -70,7 +69,7 @@ public sealed class TextGenerator(Vla vla)
                 if (all || step == maxNew - 1) break;
                 var feed = next.unsqueeze(1);
                 var embeds = Model.Embed(feed, null);
-                last = Model.ForwardEmbeds(embeds, mask.narrow(1, 0, len + step + 1), null, cache, len + step).select(1, -1).MoveToOuterDisposeScope();
+                last = Model.LastLogits(embeds, mask.narrow(1, 0, len + step + 1), null, cache, len + step).MoveToOuterDisposeScope();
             }
         }
         mask.Dispose();
@@ -89,8 +88,7 @@ public sealed class TextGenerator(Vla vla)
         for (int step = 0; step < maxNew; step++)
         {
             using var scope = NewDisposeScope();
-            var logits = Model.ForwardEmbeds(Model.Embed(ids, batch.Pixels, batch.Features), mask);
-            var lp = logits.select(1, -1).to_type(ScalarType.Float32).log_softmax(-1);
+            var lp = Model.LastLogits(Model.Embed(ids, batch.Pixels, batch.Features), mask).to_type(ScalarType.Float32).log_softmax(-1);
             var next = Choosable(lp, step >= minNew).argmax(-1);
             var nextLp = lp.gather(1, next.unsqueeze(1)).squeeze(1);
             var nid = next.data<long>().ToArray();
@@ -124,8 +122,8 @@ public sealed class TextGenerator(Vla vla)
         Tensor last;
         using (var scope = NewDisposeScope())
         {
-            var logits = Model.ForwardEmbeds(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), batch.Mask, null, cache, 0);
-            last = logits.select(1, -1).repeat_interleave(k, dim: 0).MoveToOuterDisposeScope(); // [B*K, V]
+            last = Model.LastLogits(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), batch.Mask, null, cache, 0)
+                .repeat_interleave(k, dim: 0).MoveToOuterDisposeScope(); // [B*K, V]
         }
         cache.Reorder(arange(b).repeat_interleave(k));
         for (int step = 0; step < o.MaxNewTokens; step++)
@@ -139,7 +137,7 @@ public sealed class TextGenerator(Vla vla)
             cache.Reorder(tensor(nextRows));
             var feed = tensor(nextTokens).unsqueeze(1);
             var embeds = Model.Embed(feed, null);
-            last = Model.ForwardEmbeds(embeds, mask.narrow(1, 0, len + step + 1), null, cache, len + step).select(1, -1).MoveToOuterDisposeScope();
+            last = Model.LastLogits(embeds, mask.narrow(1, 0, len + step + 1), null, cache, len + step).MoveToOuterDisposeScope();
         }
         mask.Dispose();
         return search.Results(vla.Tokenizer.Decode);
@@ -157,7 +155,7 @@ public sealed class TextGenerator(Vla vla)
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var ids = OptionTokenIds(options);
-        var logits = Model.ForwardEmbeds(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), batch.Mask).select(1, -1).to_type(ScalarType.Float32);
+        var logits = Model.LastLogits(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), batch.Mask).to_type(ScalarType.Float32);
         var probs = logits.index_select(1, tensor(ids.Select(i => (long)i).ToArray())).softmax(-1);
         var arr = probs.data<float>().ToArray();
         return Enumerable.Range(0, (int)batch.Size).Select(r => arr.AsSpan(r * ids.Length, ids.Length).ToArray()).ToArray();

@@ -38,12 +38,23 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
         using var scope = NewDisposeScope();
         var (x, ctx) = input;
         long b = x.shape[0], t = x.shape[1];
-        var q = q_proj.call(x).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, D)
-        var k = k_proj.call(x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, kvH, T, D)
-        var v = v_proj.call(x).view(b, t, kvHeads, headDim).transpose(1, 2);
+        var q = SmallLinear.Call(q_proj, x).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, D)
+        var k = SmallLinear.Call(k_proj, x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, kvH, T, D)
+        var v = SmallLinear.Call(v_proj, x).view(b, t, kvHeads, headDim).transpose(1, 2);
         q = RotaryEmbedding.Apply(q, ctx.Cos, ctx.Sin);
         k = RotaryEmbedding.Apply(k, ctx.Cos, ctx.Sin);
         if (ctx.Cache is not null) (k, v) = ctx.Cache.Update(layerIndex, k, v, ctx.CacheStart); // (B, kvH, S, D)
+        if (kvHeads != heads && t == 1)
+        {
+            // One query per row (a decode step): group the query heads by their key/value head instead of copying
+            // the whole cache to every query head. q (B, H, 1, D) → (B, kvH, g, D); the mask (B, 1, 1, S) broadcasts.
+            long g = heads / kvHeads;
+            var qg = q.reshape(b, kvHeads, g, headDim);
+            var og = ctx.Mask is null
+                ? nn.functional.scaled_dot_product_attention(qg, k, v)
+                : nn.functional.scaled_dot_product_attention(qg, k, v, ctx.Mask);
+            return SmallLinear.Call(o_proj, og.reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
+        }
         if (kvHeads != heads)
         {
             // Each key/value head serves heads/kvHeads query heads: expand is a view, reshape makes the one copy
@@ -55,7 +66,7 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
         var o = ctx.Mask is null
             ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
             : nn.functional.scaled_dot_product_attention(q, k, v, ctx.Mask);
-        return o_proj.call(o.transpose(1, 2).reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
+        return SmallLinear.Call(o_proj, o.transpose(1, 2).reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
     }
 }
 
@@ -77,7 +88,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return down_proj.call(act(gate_proj.call(x)) * up_proj.call(x)).MoveToOuterDisposeScope();
+        return SmallLinear.Call(down_proj, act(SmallLinear.Call(gate_proj, x)) * SmallLinear.Call(up_proj, x)).MoveToOuterDisposeScope();
     }
 }
 

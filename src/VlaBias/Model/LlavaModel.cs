@@ -68,14 +68,21 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = language_model.Model.Forward(embeds, keyMask?.to(Device), positions?.to(Device), cache, start);
-        return language_model.LmHead.call(h).MoveToOuterDisposeScope();
+        return SmallLinear.Call(language_model.LmHead, h).MoveToOuterDisposeScope();
     }
 
     /// <summary>Final hidden states (before lm_head), for objectives that only need some positions' logits.</summary>
     public Tensor Hidden(Tensor embeds, Tensor? keyMask = null, Tensor? positions = null, KvCache? cache = null, long start = 0)
         => language_model.Model.Forward(embeds, keyMask?.to(Device), positions?.to(Device), cache, start);
 
-    public Tensor Logits(Tensor hidden) => language_model.LmHead.call(hidden);
+    public Tensor Logits(Tensor hidden) => SmallLinear.Call(language_model.LmHead, hidden);
+
+    /// <summary>Logits [B, V] of the last position only: what decoding and option scoring read (lm_head runs on one row per sequence).</summary>
+    public Tensor LastLogits(Tensor embeds, Tensor? keyMask = null, Tensor? positions = null, KvCache? cache = null, long start = 0)
+    {
+        using var scope = NewDisposeScope();
+        return Logits(Hidden(embeds, keyMask, positions, cache, start).select(1, -1)).MoveToOuterDisposeScope();
+    }
 
     public override Tensor forward(Tensor inputIds) => Forward(inputIds, null);
 

@@ -197,6 +197,6 @@ public sealed class MultiModalProjector : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return linear_2.call(act(linear_1.call(x))).MoveToOuterDisposeScope();
+        return SmallLinear.Call(linear_2, act(SmallLinear.Call(linear_1, x))).MoveToOuterDisposeScope();
     }
 }

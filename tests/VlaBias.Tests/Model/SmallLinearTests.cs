@@ -1,0 +1,76 @@
+using NUnit.Framework;
+using TorchSharp;
+using VlaBias.Model;
+using static TorchSharp.torch;
+
+namespace VlaBias.Tests.Model;
+
+/// <summary>The small-batch fp32 kernel against nn.functional.linear (the reference), on shapes that hit every tail.</summary>
+public class SmallLinearTests
+{
+    [SetUp]
+    public void RequireKernel()
+    {
+        if (!SmallLinear.Enabled) Assert.Ignore("SmallLinear is off here (no AVX-512, or VLATUNE_SMALL_LINEAR=0)");
+    }
+
+    [TestCase(1, 64, 32)]
+    [TestCase(1, 512, 1000)]   // a decode step's lm_head
+    [TestCase(3, 100, 7)]      // K not a multiple of 16, N not a multiple of 4, rows < 4
+    [TestCase(4, 17, 4)]
+    [TestCase(5, 1408, 512)]   // one 4-row block and a leftover row
+    [TestCase(8, 33, 9)]
+    [TestCase(2, 5, 3)]        // K below one vector
+    public void Equals_linear_with_and_without_bias(int m, int k, int n)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var g = new Generator(42);
+        var x = randn([m, k], generator: g);
+        var w = randn([n, k], generator: g) * 0.1;
+        var b = randn([n], generator: g);
+        Assert.That(SmallLinear.Applies(x, w, b), Is.True);
+        foreach (var bias in new[] { null, b })
+        {
+            var expected = nn.functional.linear(x, w, bias);
+            var got = SmallLinear.Forward(x, w, bias);
+            Assert.That(got.shape, Is.EqualTo(expected.shape));
+            double tol = 1e-5 * Math.Sqrt(k) * (1 + expected.abs().max().ToSingle());
+            Assert.That((got - expected).abs().max().ToSingle(), Is.LessThan(tol), $"m {m} k {k} n {n} bias {bias is not null}");
+        }
+    }
+
+    [Test]
+    public void Keeps_leading_dimensions_and_reads_non_contiguous_input()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var w = randn(12, 40);
+        var x = randn(40, 2, 1).permute(1, 2, 0); // [2, 1, 40], not contiguous
+        Assert.That(x.is_contiguous(), Is.False);
+        var got = SmallLinear.Forward(x, w, null);
+        Assert.That(got.shape, Is.EqualTo(new long[] { 2, 1, 12 }));
+        Assert.That((got - nn.functional.linear(x, w)).abs().max().ToSingle(), Is.LessThan(1e-4));
+    }
+
+    [Test]
+    public void Does_not_apply_where_libtorch_must_run()
+    {
+        using var scope = NewDisposeScope();
+        var w = randn(8, 16);
+        using (no_grad())
+        {
+            Assert.That(SmallLinear.Applies(randn(SmallLinear.MaxRows + 1, 16), w, null), Is.False, "too many rows");
+            Assert.That(SmallLinear.Applies(randn(1, 16, dtype: ScalarType.Float64), w.to_type(ScalarType.Float64), null), Is.False, "fp64");
+            Assert.That(SmallLinear.Applies(randn(1, 15), w, null), Is.False, "K mismatch is left to linear's message");
+            Assert.That(SmallLinear.Applies(randn(1, 8), randn(16, 8).t(), null), Is.False, "non-contiguous weight");
+        }
+        // with autograd on and an input that needs a gradient, the graph must be recorded by libtorch
+        var xg = randn(1, 16).requires_grad_(true);
+        Assert.That(SmallLinear.Applies(xg, w, null), Is.False);
+        var lin = nn.Linear(16, 8);
+        var y = SmallLinear.Call(lin, xg);
+        y.sum().backward();
+        Assert.That(xg.grad, Is.Not.Null);
+    }
+}
