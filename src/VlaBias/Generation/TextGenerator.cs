@@ -50,6 +50,7 @@ public sealed class TextGenerator(Vla vla)
         using (var scope = NewDisposeScope())
         {
             var last = Model.LastLogits(Model.Embed(batch.InputIds, batch.Pixels, batch.Features), mask.narrow(1, 0, len), null, cache, 0);
+            using var decoding = SmallLinear.Decoding(b);
             for (int step = 0; step < maxNew; step++)
             {
                 using var stepScope = NewDisposeScope();
@@ -126,6 +127,7 @@ public sealed class TextGenerator(Vla vla)
                 .repeat_interleave(k, dim: 0).MoveToOuterDisposeScope(); // [B*K, V]
         }
         cache.Reorder(arange(b).repeat_interleave(k));
+        using var decoding = SmallLinear.Decoding((long)b * k);
         for (int step = 0; step < o.MaxNewTokens; step++)
         {
             using var scope = NewDisposeScope();

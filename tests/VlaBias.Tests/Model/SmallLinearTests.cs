@@ -54,6 +54,31 @@ public class SmallLinearTests
     }
 
     [Test]
+    public void Decode_mode_splits_across_threads_with_the_same_results_and_restores_the_thread_count()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        int threads = get_num_threads();
+        var g = new Generator(3);
+        var w = randn([1000, 520], generator: g) * 0.1;
+        var b = randn([1000], generator: g);
+        var inputs = new[] { 1, 5, 32, 64 }.Select(m => randn([m, 520], generator: g)).ToArray();
+        using (SmallLinear.Decoding(64))
+        {
+            if (threads > 1) Assert.That(get_num_threads(), Is.EqualTo(1), "libtorch runs on one thread while decoding");
+            foreach (var x in inputs)
+            {
+                Assert.That(SmallLinear.Applies(x, w, b), Is.True, $"{x.shape[0]} rows");
+                var diff = (SmallLinear.Forward(x, w, b) - nn.functional.linear(x, w, b)).abs().max().ToSingle();
+                Assert.That(diff, Is.LessThan(1e-3), $"{x.shape[0]} rows");
+            }
+        }
+        Assert.That(get_num_threads(), Is.EqualTo(threads));
+        Assert.That(SmallLinear.Applies(inputs[2], w, b), Is.False, "32 rows go back to libtorch outside decode mode");
+        using (SmallLinear.Decoding(SmallLinear.DecodeMaxRows + 1)) Assert.That(get_num_threads(), Is.EqualTo(threads), "too many rows: no decode mode");
+    }
+
+    [Test]
     public void Does_not_apply_where_libtorch_must_run()
     {
         using var scope = NewDisposeScope();
