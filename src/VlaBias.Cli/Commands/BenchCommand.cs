@@ -122,6 +122,8 @@ public static class BenchCommand
             ["lora_over_full_rss"] = loraRss is double lr && fullRss is double fr ? Samples.Round(lr / fr) : null,
             ["cache_speedup"] = Round(inference.TokensPerSCache / inference.TokensPerSNoCache),
             ["b32_over_b1"] = Round(inference.ImagesPerSB32 / inference.ImagesPerSB1),
+            ["caption_b1_roof_fraction"] = Round(inference.Details["captioning"]!["b1_gflops"]!.GetValue<double>() / roof.Median),
+            ["caption_b32_roof_fraction"] = Round(inference.Details["captioning"]!["b32_gflops"]!.GetValue<double>() / roof.Median),
             ["bf16_roof_gflops"] = Samples.Round(roofBf16.Median, 2),
             ["peer_step_ms"] = peerMs,
             ["machine_noise"] = Samples.Round(noises.Max()),

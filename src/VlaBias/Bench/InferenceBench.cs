@@ -15,6 +15,18 @@ public static class InferenceBench
     public sealed record Result(JsonObject Details, double? TokensPerSCache, double? TokensPerSNoCache,
         double? ImagesPerSB1, double? ImagesPerSB32, double? OnnxOverTorchB1, double? OnnxOverTorchB32);
 
+    /// <summary>
+    /// Language-model matmul FLOPs of captioning <paramref name="rows"/> images: prefill of the prompt through every
+    /// projection with lm_head on the last position only (what TextGenerator runs), then CaptionTokens − 1 decode steps
+    /// through every projection and lm_head. The vision tower and attention scores are left out (under 1% at bench sizes).
+    /// </summary>
+    public static double CaptionFlops(BenchConfig bc, long promptTokens, long rows)
+    {
+        var text = bc.Llava(bc.Vocab).Text;
+        double n = TrainingFlops.MatmulParams(text), head = (double)text.HiddenSize * text.VocabSize;
+        return rows * (2.0 * promptTokens * (n - head) + 2.0 * head + 2.0 * (bc.CaptionTokens - 1) * n);
+    }
+
     public static Result Run(BenchConfig bc, string scratch, int warmup, int repeats, bool onnx, int threads, long seed = 0)
     {
         string ckpt = Path.Combine(scratch, "model");
@@ -59,6 +71,9 @@ public static class InferenceBench
             ["engine"] = "torch", ["new_tokens"] = bc.CaptionTokens, ["large_batch"] = bc.CaptionBatch,
             ["b1_ms"] = torchB1.ToJson(), ["b32_ms"] = torchBn.ToJson(),
             ["b32_over_b1"] = Samples.Round(ipsBn / ipsB1),
+            // how close each batch size runs to the machine: language-model matmul FLOPs of the work per second
+            ["b1_gflops"] = Samples.Round(CaptionFlops(bc, prompt.Length, 1) / (torchB1.Median * 1e-3) / 1e9, 2),
+            ["b32_gflops"] = Samples.Round(CaptionFlops(bc, prompt.Length, bc.CaptionBatch) / (torchBn.Median * 1e-3) / 1e9, 2),
         };
 
         double? onnxB1 = null, onnxBn = null;

@@ -61,4 +61,16 @@ public class TrainingFlopsTests
         Assert.That(TrainingFlops.Model(c, 1, 3), Is.EqualTo(3 * (6.0 * 1232 + 12.0 * 2 * 2 * 4 * 3)));
         Assert.That(TrainingFlops.LoraHonest(c, 1, 3, 100), Is.EqualTo(3 * (4.0 * 1232 + 12.0 * 2 * 2 * 4 * 3 + 600)));
     }
+
+    [Test]
+    public void Caption_flops_count_prefill_without_lm_head_then_decode_steps()
+    {
+        // tiny sizes: N = 4·(128·128 + 2·128·64 + 128·128 + 3·128·384) + 128·200 = 4·(49152 + 147456) + 25600 = 812032
+        var bc = BenchConfig.Tiny;
+        double n = 812032, head = 128 * 200;
+        Assert.That(TrainingFlops.MatmulParams(bc.Llava(bc.Vocab).Text), Is.EqualTo(n));
+        // 2 rows, prompt 25: prefill 2·25·(N − head) + 2·head, then 15 decode steps of 2·N, per row
+        double expected = 2 * (2 * 25 * (n - head) + 2 * head + 2 * 15 * n);
+        Assert.That(InferenceBench.CaptionFlops(bc, 25, 2), Is.EqualTo(expected));
+    }
 }
