@@ -6,11 +6,11 @@
 // same bytes ~29 GB/s, and at 4–32 rows libtorch is no faster than at 1 (its small-M GEMM reaches 7–57 GFLOP/s).
 // This kernel reads every weight once per call, front to back: for 4+ rows of x, blocks of 4 output rows × 4 x rows
 // keep 16 dot products in AVX-512 registers (8 loads per 16 FMAs); a single x row streams W one row at a time (one
-// sequential stream the prefetcher follows; interleaving 4 rows of 2 KB halved the bandwidth). It runs on the calling
-// thread: splitting calls across a second thread (Parallel.For, or a spinning worker) competed with libtorch's OpenMP
-// threads for the 2 cores and made a decode step slower (9 → 12–45 ms), while one thread already beats libtorch's
-// two: the 57 weights of a bench-size decode step take ~7 ms here against ~11 ms. Decode mode (Decoding) instead puts
-// libtorch on one thread for the steps of a generation and gives the cores to this kernel, up to 64 rows.
+// sequential stream the prefetcher follows; interleaving 4 rows of 2 KB halved the bandwidth).
+// Threads: outside a generation it runs on the calling thread and only up to 8 rows; splitting it over a second thread
+// while libtorch's OpenMP threads own the cores made decode steps slower (9 → 12–45 ms), and one thread already beats
+// libtorch's two there (57 bench-size weights at one row: ~7 ms against ~11 ms). During the steps of a generation
+// (Decoding) libtorch runs on one thread and this kernel takes every linear of up to 64 rows on all cores.
 //
 // Used only when no autograd graph is needed (no input requires a gradient, or grad mode is off), for contiguous fp32
 // CPU weights, and where Vector512 is hardware-accelerated; everything else goes to nn.functional.linear, which is
