@@ -27,7 +27,8 @@ public sealed class TextGenerator(Vla vla)
     private int Eos => vla.Tokenizer.EosId;
 
     /// <summary>Tokens never generated: the image placeholder, padding and BOS (their log-probs are still reported as the model gives them).</summary>
-    private long[] Suppressed => new long[] { vla.Tokenizer.ImageTokenId, vla.Tokenizer.PadId, vla.Tokenizer.BosId }.Where(t => t != Eos).Distinct().ToArray();
+    private long[] Suppressed => suppressed ??= new long[] { vla.Tokenizer.ImageTokenId, vla.Tokenizer.PadId, vla.Tokenizer.BosId }.Where(t => t != Eos).Distinct().ToArray();
+    private long[]? suppressed; // computed once: Choosable runs at every decode step
 
     private Tensor Choosable(Tensor logProbs, bool allowEos = true) =>
         logProbs.index_fill(1, tensor(allowEos ? Suppressed : [.. Suppressed, Eos]), double.NegativeInfinity);

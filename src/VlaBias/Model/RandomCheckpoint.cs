@@ -39,19 +39,10 @@ public static class RandomCheckpoint
         var tok = VlaTokenizer.FromFolder(dir);
         var cfg = SiglipQwen2(tok.VocabSize) with { ImageTokenIndex = tok.ImageTokenId };
         cfg = cfg with { Text = cfg.Text with { EosTokenId = tok.EosId, PadTokenId = tok.PadId } };
-        TorchSharp.torch.manual_seed(seed);
-        var model = new LlavaModel(cfg);
-        model.InitWeights(std, seed);
-        model.SavePretrained(dir);
+        // SigLIP's preprocessing: resize to the square size (no crop), mean and std 0.5
         var pre = new PreprocessorConfig(true, null, cfg.Vision.ImageSize, cfg.Vision.ImageSize, false, cfg.Vision.ImageSize, cfg.Vision.ImageSize,
             true, 1 / 255.0, true, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], false);
-        AtomicFile.WriteAllText(Path.Combine(dir, "preprocessor_config.json"), pre.ToJson().ToJsonString(JsonFormat.Pretty));
-        var tcPath = Path.Combine(dir, "tokenizer_config.json");
-        var tc = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(tcPath))!.AsObject();
-        tc["vlatune_caption_prompt"] = captionPrompt;
-        AtomicFile.WriteAllText(tcPath, tc.ToJsonString(JsonFormat.Pretty));
-        model.eval();
-        return model;
+        return Finish(dir, cfg, pre, seed, std, captionPrompt);
     }
 
     /// <summary>Writes a random checkpoint (weights, config, closed-vocabulary tokenizer, preprocessor) to DIR.</summary>
@@ -63,11 +54,16 @@ public static class RandomCheckpoint
         var tok = VlaTokenizer.FromFolder(dir);
         var cfg = (config ?? (v => ClipLlama(v)))(tok.VocabSize) with { ImageTokenIndex = tok.ImageTokenId };
         cfg = cfg with { Text = cfg.Text with { BosTokenId = tok.BosId, EosTokenId = tok.EosId, PadTokenId = tok.PadId } };
+        return Finish(dir, cfg, PreprocessorConfig.ForSize(cfg.Vision.ImageSize), seed, std, captionPrompt);
+    }
+
+    /// <summary>Initialises a model of <paramref name="cfg"/>, saves it with its preprocessor config, and records the caption prompt in tokenizer_config.json.</summary>
+    private static LlavaModel Finish(string dir, LlavaConfig cfg, PreprocessorConfig pre, long seed, double std, string captionPrompt)
+    {
         TorchSharp.torch.manual_seed(seed);
         var model = new LlavaModel(cfg);
         model.InitWeights(std, seed);
         model.SavePretrained(dir);
-        var pre = PreprocessorConfig.ForSize(cfg.Vision.ImageSize);
         AtomicFile.WriteAllText(Path.Combine(dir, "preprocessor_config.json"), pre.ToJson().ToJsonString(JsonFormat.Pretty));
         var tcPath = Path.Combine(dir, "tokenizer_config.json");
         var tc = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(tcPath))!.AsObject();

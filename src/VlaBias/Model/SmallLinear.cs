@@ -25,8 +25,8 @@ namespace VlaBias.Model;
 
 public static class SmallLinear
 {
-    /// <summary>Rows of x up to which the kernel is used outside decode mode (on one thread; libtorch's GEMM on two is faster above).</summary>
-    public static int MaxRows { get; private set; } = 8;
+    /// <summary>Rows of x up to which the kernel is used: 8 on one thread (libtorch's GEMM on two is faster above), 64 in decode mode.</summary>
+    public static int MaxRows => decoding ? DecodeMaxRows : 8;
 
     /// <summary>Off with VLATUNE_SMALL_LINEAR=0, or where AVX-512 is not available.</summary>
     public static bool Enabled { get; set; } =
@@ -39,8 +39,7 @@ public static class SmallLinear
     /// <summary>Rows of a decode step up to which <see cref="Decoding"/> switches to decode mode.</summary>
     public const int DecodeMaxRows = 64;
 
-    private static int Parts = 1;
-    private static Action<int, Action<int>>? Runner;
+    private static bool decoding;
     private static SpinPool? pool;
 
     /// <summary>
@@ -49,31 +48,28 @@ public static class SmallLinear
     /// the intra-op thread count with its own spinning workers. A decode step is almost all linears of few rows; the
     /// rest (norms, rotary, attention over the cache) is too small for libtorch to parallelise anyway. Measured on the
     /// bench sizes (2 cores): a batch-32 step 41–45 → 29–33 ms, a batch-1 step 9–13 → 7.5–8 ms. No-op when the kernel
-    /// is off, there is one thread, or there are more rows.
+    /// is off, there is one thread, there are more rows, or decode mode is already on.
     /// </summary>
     public static IDisposable Decoding(long rows)
     {
         int threads = get_num_threads();
-        if (!Enabled || threads <= 1 || rows > DecodeMaxRows || Parts > 1) return NoScope.Instance;
+        if (!Enabled || threads <= 1 || rows > DecodeMaxRows || decoding) return new DecodeScope(0);
         pool ??= new SpinPool(Math.Min(threads, Environment.ProcessorCount) - 1);
-        int maxRows = MaxRows;
         set_num_threads(1);
-        Parts = pool.Workers + 1;
-        Runner = pool.Run;
-        MaxRows = DecodeMaxRows;
-        return new Scope(() => { MaxRows = maxRows; Parts = 1; Runner = null; set_num_threads(threads); });
+        decoding = true;
+        return new DecodeScope(threads);
     }
 
-    private sealed class Scope(Action end) : IDisposable
+    /// <summary>Ends decode mode and gives libtorch back its <paramref name="threads"/> (0: nothing to end).</summary>
+    private sealed class DecodeScope(int threads) : IDisposable
     {
-        private Action? end = end;
-        public void Dispose() { end?.Invoke(); end = null; }
-    }
-
-    private sealed class NoScope : IDisposable
-    {
-        public static readonly NoScope Instance = new();
-        public void Dispose() { }
+        public void Dispose()
+        {
+            if (threads == 0) return;
+            decoding = false;
+            set_num_threads(threads);
+            threads = 0;
+        }
     }
 
     public static bool Applies(Tensor x, Tensor w, Tensor? b)
@@ -104,12 +100,12 @@ public static class SmallLinear
             fixed (byte* py = y.bytes)
             fixed (byte* pb = b is null ? default : b.bytes)
             {
-                int parts = (int)Math.Min(Parts, n / 64);
-                if (parts <= 1 || Runner is null || m * n * k < (1 << 16)) Rows((float*)px, (float*)pw, (float*)pb, (float*)py, m, n, k, 0, n);
+                int parts = decoding ? (int)Math.Min(pool!.Workers + 1, n / 64) : 1;
+                if (parts <= 1 || m * n * k < (1 << 16)) Rows((float*)px, (float*)pw, (float*)pb, (float*)py, m, n, k, 0, n);
                 else
                 {
                     nint ax = (nint)px, aw = (nint)pw, ab = (nint)pb, ay = (nint)py;
-                    Runner(parts, p =>
+                    pool!.Run(parts, p =>
                     {
                         long lo = n * p / parts & ~3L, hi = p == parts - 1 ? n : n * (p + 1) / parts & ~3L;
                         Rows((float*)ax, (float*)aw, (float*)ab, (float*)ay, m, n, k, lo, hi);

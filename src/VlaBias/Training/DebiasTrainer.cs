@@ -273,7 +273,7 @@ public static class DebiasTrainer
         else
         {
             using var batch = vla.Batch(prompts, null, Features(vla, bank, cached, rows));
-            var logits = vla.Model.ForwardEmbeds(vla.Model.Embed(batch.InputIds, null, batch.Features), batch.Mask).select(1, -1);
+            var logits = vla.Model.LastLogits(vla.Model.Embed(batch.InputIds, null, batch.Features), batch.Mask);
             var pYes = (logits.select(1, yes) - logits.select(1, no)).to_type(ScalarType.Float32).sigmoid();  // softmax over {yes, no}
             var pairsView = pYes.view(-1, 2);
             parity = (pairsView.select(1, 0) - pairsView.select(1, 1)).pow(2).mean();
@@ -306,7 +306,7 @@ public static class DebiasTrainer
     {
         var picks = Enumerable.Range(0, n).Select(_ => data.UnknownProbes[rng.Next(data.UnknownProbes.Count)]).ToList();
         using var batch = vla.Batch(picks.Select(p => p.prompt).ToList(), null, Features(vla, bank, cached, picks.Select(p => p.image).ToList()));
-        var logits = vla.Model.ForwardEmbeds(vla.Model.Embed(batch.InputIds, null, batch.Features), batch.Mask).select(1, -1).to_type(ScalarType.Float32);
+        var logits = vla.Model.LastLogits(vla.Model.Embed(batch.InputIds, null, batch.Features), batch.Mask).to_type(ScalarType.Float32);
         return -logits.log_softmax(-1).select(1, data.Unknown).mean();
     }
 
