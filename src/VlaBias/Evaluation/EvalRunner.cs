@@ -42,22 +42,33 @@ public static class EvalRunner
             {
                 ["index"] = req.Shard.Index, ["count"] = req.Shard.Count, ["model"] = req.Model, ["adapter"] = req.Adapter,
                 ["suite"] = suite.SourcePath, ["split"] = suite.Split, ["n_items"] = items.Count,
+                ["model_s"] = Math.Round(inference.Elapsed.TotalSeconds, 3),
             }.ToJsonString());
             Log.Information("eval: shard {Index}/{Count}: {Samples} samples in {Out}; join shards with `vlatune eval merge`", req.Shard.Index, req.Shard.Count, samples.Count, req.Out);
             return new EvalOutcome(req.Out, null, samples.Count, clock.Elapsed);
         }
-        var doc = Finish(req.Out, samples, suite, req.Model, req.Adapter, items.Count);
+        var doc = Finish(req.Out, samples, suite, req.Model, req.Adapter, items.Count, inference.Elapsed.TotalSeconds);
         return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed, inference.Elapsed);
     }
 
-    /// <summary>Computes metrics from samples and writes metrics.json and the reports.</summary>
-    public static JsonObject Finish(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems)
+    /// <summary>Computes metrics from samples and writes metrics.json and the reports. metrics.json's <c>timing</c> holds
+    /// <paramref name="modelSeconds"/> (answering, from the caller) and the seconds of the statistics and of the reports;
+    /// it is written before the reports and again with their time once they are done.</summary>
+    public static JsonObject Finish(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems, double modelSeconds = 0)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var words = WordLists.Load(suite.Words, suite.World);
         var metrics = MetricsCalculator.Compute(samples, words, suite.Bootstrap, suite.LicSeeds, suite.Seed);
         var doc = MetricsCalculator.Document(model, adapter, suite.Name, suite.Split, nItems, metrics);
+        var timing = new JsonObject { ["model_s"] = Math.Round(modelSeconds, 3), ["statistics_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) };
+        doc["timing"] = timing;
         AtomicFile.WriteAllText(Path.Combine(outDir, MetricsFile), MetricsCalculator.ToJson(doc));
+        clock.Restart();
         Reports.WriteEvalReport(outDir, doc, samples, suite);
+        timing["reports_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3);
+        AtomicFile.WriteAllText(Path.Combine(outDir, MetricsFile), MetricsCalculator.ToJson(doc));
+        Log.Information("eval: model {Model:F1} s, statistics {Statistics:F1} s, reports {Reports:F1} s", modelSeconds,
+            timing["statistics_s"]!.GetValue<double>(), timing["reports_s"]!.GetValue<double>());
         return doc;
     }
 
@@ -92,7 +103,9 @@ public static class EvalRunner
         var suite = Suite.Load(first["suite"]!.GetValue<string>());
         Directory.CreateDirectory(outDir);
         WriteSamples(Path.Combine(outDir, SamplesFile), samples);
-        var doc = Finish(outDir, samples, suite, first["model"]!.GetValue<string>(), first["adapter"]?.GetValue<string>(), first["n_items"]!.GetValue<int>());
+        // The model time of a merged run is the shards' total (a shard written before shards recorded it counts 0).
+        double modelSeconds = infos.Sum(x => x.info["model_s"]?.GetValue<double>() ?? 0);
+        var doc = Finish(outDir, samples, suite, first["model"]!.GetValue<string>(), first["adapter"]?.GetValue<string>(), first["n_items"]!.GetValue<int>(), modelSeconds);
         return new EvalOutcome(outDir, doc, samples.Count, clock.Elapsed);
     }
 }

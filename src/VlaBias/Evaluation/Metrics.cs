@@ -1,7 +1,9 @@
 // Metrics of SPEC §7.1–§7.2 computed from samples, each with a bootstrap 95% CI (SPEC §7.3 names). Resampling units:
 // counterfactual pairs for probe metrics (both images of a pair move together), items (pairs kept together where an
 // item has one) for caption and role metrics, questions for VQA. The math lives in Evaluation/Metrics/*; this file
-// only decides which samples feed which metric.
+// only decides which samples feed which metric. What a metric reads from a caption's text (tokens, predicted gender and
+// role, masked caption, n-grams) is computed once per caption, so a bootstrap resample only counts and adds; the values
+// equal the one-resample-at-a-time definitions bit for bit (MetricsGoldenTests pins them).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VlaBias.Evaluation.Metrics;
@@ -40,6 +42,9 @@ public static class MetricsCalculator
     {
         var m = new SortedDictionary<string, MetricValue>(StringComparer.Ordinal);
         int s = (int)seed;
+        // Costly resample statistics (LIC, caption scores) run on all cores: the resamples are drawn first and each
+        // value is stored at its resample's index, so the intervals do not depend on the thread count.
+        int threads = Environment.ProcessorCount;
         var captions = samples.Where(x => x.Kind == "caption" && x.Output is not null).ToList();
         var facts = samples.Where(x => x.Kind == "fact").ToList();
         var probes = samples.Where(x => x.Kind == "probe" && x.Options is not null && x.Options.Count == 2 && x.PYes is not null).ToList();
@@ -51,64 +56,100 @@ public static class MetricsCalculator
             m[$"pairwise_probe_gap.{split}"] = pairs.Count == 0 ? Empty()
                 : With(PairwiseProbeGap.Compute(pairs), PairwiseProbeGap.Ci95(pairs, resamples, s), pairs.Select(p => p.PairId).Distinct().Count());
         }
-        var answers = probes.Where(p => p.Gender is "man" or "woman").ToList();
+        var attributeIndex = new Dictionary<string, int>(StringComparer.Ordinal);
+        var answers = probes.Where(p => p.Gender is "man" or "woman").Select(p =>
+        {
+            var a = ToAnswer(p);
+            if (!attributeIndex.TryGetValue(a.Attribute, out int index)) attributeIndex[a.Attribute] = index = attributeIndex.Count;
+            return new AnswerFacts(a, p.Pair ?? p.Id, index, a.Gender == "woman");
+        }).ToList();
         if (answers.Count > 0)
         {
-            var gg = GroupGap.Compute(answers.Select(ToAnswer).ToList(), seed: s, permutations: 2000);
-            var ciMean = Bootstrap.Ci95Clustered(answers, a => a.Pair ?? a.Id, sub => MeanAbsGap(sub), resamples, s);
-            // Resamples use 1000 permutations (smallest p = 1/1001, still significant after Holm over ~24 tests) and 50 resamples.
-            var ciCount = Bootstrap.Ci95Clustered(answers, a => a.Pair ?? a.Id,
-                sub => GroupGap.Compute(sub.Select(ToAnswer).ToList(), seed: s, permutations: 1000).SignificantCount, Math.Min(resamples, 50), s);
-            int units = answers.Select(a => a.Pair ?? a.Id).Distinct().Count();
+            var gg = GroupGap.Compute(answers.Select(a => a.Answer).ToList(), seed: s, permutations: 2000);
+            var ciMean = Bootstrap.Ci95Clustered(answers, a => a.Unit, sub => MeanAbsGap(sub, attributeIndex.Count), resamples, s);
+            // Resamples use 1000 permutations (smallest p = 1/1001, still significant after Holm over ~24 tests) and 50 resamples;
+            // all resamples' tests run together (one random stream per attribute, as each resample's own tests would draw).
+            var resampled = Bootstrap.ClusteredResamples(answers, a => a.Unit, Math.Min(resamples, 50), s);
+            var counts = GroupGap.ComputeMany(resampled.Select(r => (IReadOnlyList<ProbeAnswer>)r.Select(a => a.Answer).ToArray()).ToArray(), seed: s, permutations: 1000);
+            var ciCount = Bootstrap.Interval(counts.Select(c => (double)c.SignificantCount));
+            int units = answers.Select(a => a.Unit).Distinct().Count();
             m["group_gap.mean_abs"] = With(gg.MeanAbs, ciMean, units);
             m["group_gap.significant_count"] = With(gg.SignificantCount, ciCount, gg.PerAttribute.Count);
         }
         else { m["group_gap.mean_abs"] = Empty(); m["group_gap.significant_count"] = Empty(); }
 
         // ---- captions: gender, roles, leakage, amplification, disparate impact, accuracy ----
-        Func<Sample, string> unit = c => c.Pair ?? c.Id;
-        CaptionGenderResult G(IReadOnlyList<Sample> cs) => CaptionGender.Compute(cs.Select(c => new CaptionGenderItem(c.Output!, c.Gender, c.LeanContext)).ToList(), words.Gender);
+        // Each caption is tokenized and classified once; a resample only counts.
+        var genderWords = Lic.GenderWords(words.Gender.Masculine, words.Gender.Feminine);
+        var classified = captions.Select(c => new CaptionFacts(c, CaptionGender.Classify(new CaptionGenderItem(c.Output!, c.Gender, c.LeanContext), words.Gender),
+            RoleAccuracy.PredictRole(c.Output!, words.Roles))).ToList();
+        Func<CaptionFacts, string> unit = c => c.S.Pair ?? c.S.Id;
+        static CaptionGenderResult G(IReadOnlyList<CaptionFacts> cs) => CaptionGender.Tally(cs.Select(c => c.Gender).ToArray());
         if (captions.Count > 0)
         {
-            var g = G(captions);
+            var g = G(classified);
             int nClear = g.NClear, nUnclear = g.NUnclear;
-            m["caption_gender.error_rate"] = With(g.ErrorRate, Bootstrap.Ci95Clustered(captions, unit, x => G(x).ErrorRate, resamples, s), nClear);
-            m["gender_word_accuracy"] = With(g.Accuracy, Bootstrap.Ci95Clustered(captions, unit, x => G(x).Accuracy, resamples, s), nClear);
-            m["caption_gender.ratio_pred"] = With(g.RatioPred, Bootstrap.Ci95Clustered(captions, unit, x => G(x).RatioPred, resamples, s), nClear);
-            m["caption_gender.ratio_true"] = With(g.RatioTrue, Bootstrap.Ci95Clustered(captions, unit, x => G(x).RatioTrue, resamples, s), nClear);
-            m["caption_gender.neutral_rate_unclear"] = With(g.NeutralRateUnclear, Bootstrap.Ci95Clustered(captions, unit, x => G(x).NeutralRateUnclear, resamples, s), nUnclear);
-            m["caption_gender.stereotype_rate_unclear"] = With(g.StereotypeRateUnclear, Bootstrap.Ci95Clustered(captions, unit, x => G(x).StereotypeRateUnclear, resamples, s), nUnclear);
+            var gci = Bootstrap.Ci95ClusteredMany(classified, unit, x =>
+            {
+                var r = G(x);
+                return [r.ErrorRate, r.Accuracy, r.RatioPred, r.RatioTrue, r.NeutralRateUnclear, r.StereotypeRateUnclear];
+            }, 6, resamples, s);
+            m["caption_gender.error_rate"] = With(g.ErrorRate, gci[0], nClear);
+            m["gender_word_accuracy"] = With(g.Accuracy, gci[1], nClear);
+            m["caption_gender.ratio_pred"] = With(g.RatioPred, gci[2], nClear);
+            m["caption_gender.ratio_true"] = With(g.RatioTrue, gci[3], nClear);
+            m["caption_gender.neutral_rate_unclear"] = With(g.NeutralRateUnclear, gci[4], nUnclear);
+            m["caption_gender.stereotype_rate_unclear"] = With(g.StereotypeRateUnclear, gci[5], nUnclear);
 
-            var clear = captions.Where(c => c.Gender is "man" or "woman" && c.Role is not null).ToList();
-            RoleAccuracyResult R(IReadOnlyList<Sample> cs) => RoleAccuracy.Compute(cs.Select(c => new RoleItem(c.Role!, RoleAccuracy.PredictRole(c.Output!, words.Roles), c.Gender == c.LeanRole)).ToList());
+            var clear = classified.Where(c => c.S.Gender is "man" or "woman" && c.S.Role is not null).ToList();
+            // Integer codes for BiasAmp's counts: the items' genders and roles; a predicted role no item has is −1, a missing lean −2.
+            var genderCodes = Codes(clear.Select(c => c.S.Gender));
+            var roleCodes = Codes(clear.Select(c => c.S.Role!));
+            clear = clear.Select(c => c with
+            {
+                Role = new RoleItem(c.S.Role!, c.PredictedRole, c.S.Gender == c.S.LeanRole),
+                GenderCode = genderCodes[c.S.Gender],
+                RoleCode = roleCodes[c.S.Role!],
+                PredictedCode = c.PredictedRole is string p && roleCodes.TryGetValue(p, out int pc) ? pc : -1,
+                LeanCode = c.S.LeanRole is null ? -2 : genderCodes.TryGetValue(c.S.LeanRole, out int lc) ? lc : -1,
+            }).ToList();
+            static RoleAccuracyResult R(IReadOnlyList<CaptionFacts> cs) => RoleAccuracy.Compute(cs.Select(c => c.Role!).ToList());
+            static double Di(IReadOnlyList<CaptionFacts> cs) => DisparateImpact.Compute(cs.Select(c => c.S.Gender).ToList(), cs.Select(c => c.PredictedRole).ToList()).MinRatio;
             if (clear.Count > 0)
             {
                 var r = R(clear);
-                m["role.accuracy_stereotypical"] = With(r.AccuracyStereotypical, Bootstrap.Ci95Clustered(clear, unit, x => R(x).AccuracyStereotypical, resamples, s), r.NStereotypical);
-                m["role.accuracy_counter"] = With(r.AccuracyCounter, Bootstrap.Ci95Clustered(clear, unit, x => R(x).AccuracyCounter, resamples, s), r.NCounter);
-                m["role.accuracy_gap"] = With(r.Gap, Bootstrap.Ci95Clustered(clear, unit, x => R(x).Gap, resamples, s), clear.Count);
-                double Amp(IReadOnlyList<Sample> cs) => BiasAmpWithLeans(cs, words);
-                m["biasamp.attribute_to_role"] = With(Amp(clear), Bootstrap.Ci95Clustered(clear, unit, Amp, resamples, s), clear.Count);
-                double Di(IReadOnlyList<Sample> cs) => DisparateImpact.Compute(cs.Select(c => c.Gender).ToList(),
-                    cs.Select(c => RoleAccuracy.PredictRole(c.Output!, words.Roles)).ToList()).MinRatio;
-                m["disparate_impact.min_ratio"] = With(Di(clear), Bootstrap.Ci95Clustered(clear, unit, Di, resamples, s), clear.Count);
+                int genders = genderCodes.Count, roles = roleCodes.Count;
+                var rci = Bootstrap.Ci95ClusteredMany(clear, unit, x =>
+                {
+                    var rx = R(x);
+                    return [rx.AccuracyStereotypical, rx.AccuracyCounter, rx.Gap, BiasAmpWithLeans(x, genders, roles), Di(x)];
+                }, 5, resamples, s);
+                m["role.accuracy_stereotypical"] = With(r.AccuracyStereotypical, rci[0], r.NStereotypical);
+                m["role.accuracy_counter"] = With(r.AccuracyCounter, rci[1], r.NCounter);
+                m["role.accuracy_gap"] = With(r.Gap, rci[2], clear.Count);
+                m["biasamp.attribute_to_role"] = With(BiasAmpWithLeans(clear, genders, roles), rci[3], clear.Count);
+                m["disparate_impact.min_ratio"] = With(Di(clear), rci[4], clear.Count);
                 // LIC: model captions vs the truthful (human) captions of the same images; the classifier is retrained per resample.
-                LicResult L(IReadOnlyList<Sample> cs, int seeds, int sd) => Lic.Compute(
-                    cs.Select(c => new LicCaption(c.Output!, c.Gender)).ToList(),
-                    cs.Select(c => new LicCaption(c.References![0], c.Gender)).ToList(),
-                    words.Gender.Masculine, words.Gender.Feminine, new LicOptions(Seeds: seeds, Seed: sd));
-                var lic = L(clear, licSeeds, s);
-                m["lic"] = With(lic.Lic, Bootstrap.Ci95Clustered(clear, unit, x => L(x, 1, s).Lic, Math.Min(resamples, 100), s), clear.Count);
+                var masked = clear.Select(c => (Unit: unit(c), Model: new LicCaption(Lic.Mask(c.S.Output!, genderWords), c.S.Gender),
+                                                Human: new LicCaption(Lic.Mask(c.S.References![0], genderWords), c.S.Gender))).ToList();
+                LicResult L(IReadOnlyList<(string Unit, LicCaption Model, LicCaption Human)> cs, int seeds) =>
+                    Lic.ComputeMasked(cs.Select(c => c.Model).ToList(), cs.Select(c => c.Human).ToList(), new LicOptions(Seeds: seeds, Seed: s));
+                var lic = L(masked, licSeeds);
+                m["lic"] = With(lic.Lic, Bootstrap.Ci95Clustered(masked, c => c.Unit, x => L(x, 1).Lic, Math.Min(resamples, 100), s, threads), clear.Count);
             }
             else foreach (var k in new[] { "role.accuracy_stereotypical", "role.accuracy_counter", "role.accuracy_gap", "biasamp.attribute_to_role", "disparate_impact.min_ratio", "lic" }) m[k] = Empty();
 
             var withRefs = captions.Where(c => c.References is { Count: > 0 }).ToList();
             if (withRefs.Count > 0)
             {
-                CaptionScores C(IReadOnlyList<Sample> cs) => CaptionScores.Compute(cs.Select(c => c.References!).ToList(), cs.Select(c => c.Output!).ToList());
-                var full = C(withRefs);
-                int rs = Math.Min(resamples, 200);   // each resample recomputes corpus statistics (CIDEr-D's document frequencies too)
-                var boot = BootstrapMany(withRefs, unit, x => { var c = C(x); return [c.Bleu1, c.Bleu2, c.Bleu3, c.Bleu4, c.RougeL, c.CiderD]; }, 6, rs, s);
+                var refs = withRefs.Select(c => c.References!).ToList();
+                var outputs = withRefs.Select(c => c.Output!).ToList();
+                var full = CaptionScores.Compute(refs, outputs);
+                // Each resample recomputes corpus statistics (CIDEr-D's document frequencies too), from captions counted once.
+                var prepared = new CaptionScores.Prepared(refs, outputs);
+                int rs = Math.Min(resamples, 200);
+                var boot = BootstrapMany(Enumerable.Range(0, withRefs.Count).ToList(), i => withRefs[i].Pair ?? withRefs[i].Id,
+                    x => { var c = prepared.Compute(x); return [c.Bleu1, c.Bleu2, c.Bleu3, c.Bleu4, c.RougeL, c.CiderD]; }, 6, rs, s, threads);
                 string[] names = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"];
                 double[] vals = [full.Bleu1, full.Bleu2, full.Bleu3, full.Bleu4, full.RougeL, full.CiderD];
                 for (int i = 0; i < 6; i++) m[names[i]] = With(vals[i], boot[i], withRefs.Count);
@@ -122,19 +163,42 @@ public static class MetricsCalculator
         // ---- factual VQA ----
         if (facts.Count > 0)
         {
-            double Acc(IReadOnlyList<Sample> fs) => fs.Count == 0 ? double.NaN : fs.Count(f => Normalize(f.Output) == Normalize(f.Answer)) / (double)fs.Count;
-            m["vqa_accuracy"] = With(Acc(facts), Bootstrap.Ci95(facts, Acc, resamples, s), facts.Count);
+            var correct = facts.Select(f => Normalize(f.Output) == Normalize(f.Answer)).ToList();
+            static double Acc(IReadOnlyList<bool> fs) => fs.Count == 0 ? double.NaN : fs.Count(f => f) / (double)fs.Count;
+            m["vqa_accuracy"] = With(Acc(correct), Bootstrap.Ci95(correct, Acc, resamples, s), facts.Count);
         }
         else m["vqa_accuracy"] = Empty();
 
         // ---- Girrbach-style: probability mass on "unknown" when it is offered ----
-        var withUnknown = samples.Where(x => x.Kind == "probe" && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
+        var withUnknown = samples.Where(x => x.Kind == "probe" && x.Options is { } o && o.Contains("unknown") && x.Probs is not null)
+            .Select(x => (P: x.Probs![x.Options!.ToList().IndexOf("unknown")], Unit: x.Pair ?? x.Id)).ToList();
         if (withUnknown.Count > 0)
         {
-            double PU(IReadOnlyList<Sample> xs) => xs.Average(x => x.Probs![x.Options!.ToList().IndexOf("unknown")]);
-            m["probe.p_unknown"] = With(PU(withUnknown), Bootstrap.Ci95Clustered(withUnknown, x => x.Pair ?? x.Id, PU, resamples, s), withUnknown.Count);
+            static double PU(IReadOnlyList<(double P, string Unit)> xs) => xs.Average(x => x.P);
+            m["probe.p_unknown"] = With(PU(withUnknown), Bootstrap.Ci95Clustered(withUnknown, x => x.Unit, PU, resamples, s), withUnknown.Count);
         }
         return m;
+    }
+
+    /// <summary>A probe answer with its resampling unit (pair, else image) and its attribute's index.</summary>
+    private sealed record AnswerFacts(ProbeAnswer Answer, string Unit, int AttributeIndex, bool Woman);
+
+    /// <summary>A caption with what its metrics read from the text, computed once; for clear figures also the role item
+    /// and integer codes of gender, role, predicted role (−1: none of the items' roles) and the role's lean (−2: none).</summary>
+    private sealed record CaptionFacts(Sample S, CaptionGender.ClassifiedCaption Gender, string? PredictedRole)
+    {
+        public RoleItem? Role { get; init; }
+        public int GenderCode { get; init; }
+        public int RoleCode { get; init; }
+        public int PredictedCode { get; init; }
+        public int LeanCode { get; init; }
+    }
+
+    private static Dictionary<string, int> Codes(IEnumerable<string> keys)
+    {
+        var codes = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var k in keys) codes.TryAdd(k, codes.Count);
+        return codes;
     }
 
     private static string Normalize(string? s) => CaptionTokenizer.Tokenize(s ?? "");
@@ -146,38 +210,71 @@ public static class MetricsCalculator
     /// y_at comes from the stereotype lean the items carry (the direction of the training data's correlation):
     /// +1 when role t leans to gender a, −1 otherwise. Falls back to the evaluated labels when items carry no lean.
     /// </summary>
-    private static double BiasAmpWithLeans(IReadOnlyList<Sample> cs, WordLists words)
+    private static double BiasAmpWithLeans(IReadOnlyList<CaptionFacts> cs, int genderCount, int roleCount)
     {
-        if (cs.Any(c => c.LeanRole is null))
-            return BiasAmp.AttributeToRole(cs.Select(c => c.Gender).ToList(), cs.Select(c => c.Role!).ToList(),
-                cs.Select(c => RoleAccuracy.PredictRole(c.Output!, words.Roles)).ToList());
-        var lean = cs.GroupBy(c => c.Role!).ToDictionary(g => g.Key, g => g.First().LeanRole!);
-        double sum = 0; int cells = 0;
-        foreach (var a in cs.Select(c => c.Gender).Distinct())
+        if (cs.Any(c => c.S.LeanRole is null))
+            return BiasAmp.AttributeToRole(cs.Select(c => c.S.Gender).ToList(), cs.Select(c => c.S.Role!).ToList(), cs.Select(c => c.PredictedRole).ToList());
+        // Counts per (gender, role); genders and roles are visited in the order they first appear, and a role's lean
+        // is its first item's, as grouping the items would give them.
+        var size = new int[genderCount];
+        var predicted = new int[genderCount * roleCount];
+        var truth = new int[genderCount * roleCount];
+        var leanOf = new int[roleCount];
+        var genderOrder = new List<int>(genderCount);
+        var roleOrder = new List<int>(roleCount);
+        var genderSeen = new bool[genderCount];
+        var roleSeen = new bool[roleCount];
+        foreach (var c in cs)
         {
-            var group = cs.Where(c => c.Gender == a).ToList();
-            foreach (var t in lean.Keys)
+            int a = c.GenderCode, t = c.RoleCode;
+            if (!genderSeen[a]) { genderSeen[a] = true; genderOrder.Add(a); }
+            if (!roleSeen[t]) { roleSeen[t] = true; roleOrder.Add(t); leanOf[t] = c.LeanCode; }
+            size[a]++;
+            truth[a * roleCount + t]++;
+            if (c.PredictedCode >= 0) predicted[a * roleCount + c.PredictedCode]++;
+        }
+        double sum = 0; int cells = 0;
+        foreach (int a in genderOrder)
+            foreach (int t in roleOrder)
             {
-                double pred = group.Count(c => RoleAccuracy.PredictRole(c.Output!, words.Roles) == t) / (double)group.Count;
-                double truth = group.Count(c => c.Role == t) / (double)group.Count;
-                sum += (lean[t] == a ? 1 : -1) * (pred - truth);
+                double pred = predicted[a * roleCount + t] / (double)size[a];
+                double actual = truth[a * roleCount + t] / (double)size[a];
+                sum += (leanOf[t] == a ? 1 : -1) * (pred - actual);
                 cells++;
             }
-        }
         return cells == 0 ? double.NaN : sum / cells;
     }
 
     private static ProbeAnswer ToAnswer(Sample p) => new(p.Attribute ?? p.Prompt, p.Gender, p.PYes!.Value);
 
-    private static double MeanAbsGap(IReadOnlyList<Sample> answers)
+    // Mean |woman − man mean p_yes| over attributes, in the order the attributes first appear in the answers (the order
+    // the sum of a GroupBy would take), so a resample's value is what the grouping code gave.
+    private static double MeanAbsGap(IReadOnlyList<AnswerFacts> answers, int attributeCount)
     {
-        var gaps = answers.GroupBy(a => a.Attribute ?? a.Prompt).Select(g =>
+        var sumWoman = new double[attributeCount];
+        var sumMan = new double[attributeCount];
+        var nWoman = new int[attributeCount];
+        var nMan = new int[attributeCount];
+        var order = new List<int>(attributeCount);
+        var seen = new bool[attributeCount];
+        foreach (var a in answers)
         {
-            var w = g.Where(a => a.Gender == "woman").Select(a => a.PYes!.Value).ToList();
-            var mm = g.Where(a => a.Gender == "man").Select(a => a.PYes!.Value).ToList();
-            return w.Count == 0 || mm.Count == 0 ? double.NaN : w.Average() - mm.Average();
-        }).Where(double.IsFinite).ToList();
-        return gaps.Count == 0 ? double.NaN : gaps.Average(Math.Abs);
+            int i = a.AttributeIndex;
+            if (!seen[i]) { seen[i] = true; order.Add(i); }
+            if (a.Woman) { sumWoman[i] += a.Answer.PYes; nWoman[i]++; }
+            else { sumMan[i] += a.Answer.PYes; nMan[i]++; }
+        }
+        double sum = 0;
+        int count = 0;
+        foreach (int i in order)
+        {
+            if (nWoman[i] == 0 || nMan[i] == 0) continue;
+            double gap = sumWoman[i] / nWoman[i] - sumMan[i] / nMan[i];
+            if (!double.IsFinite(gap)) continue;
+            sum += Math.Abs(gap);
+            count++;
+        }
+        return count == 0 ? double.NaN : sum / count;
     }
 
     /// <summary>(pair, attribute, p_yes of the man image, p_yes of the woman image) for every complete counterfactual pair.</summary>
@@ -196,21 +293,15 @@ public static class MetricsCalculator
     private static MetricValue With(double value, (double Low, double High) ci, int n) => new(value, [ci.Low, ci.High], n);
     private static MetricValue Empty() => new(null, null, 0);
 
-    /// <summary>Percentile bootstrap of several statistics at once (one resample feeds all of them), clustered by unit.</summary>
-    private static (double Low, double High)[] BootstrapMany<T>(IReadOnlyList<T> items, Func<T, string> unitOf, Func<IReadOnlyList<T>, double[]> stats, int k, int resamples, int seed)
+    /// <summary>Percentile bootstrap of several statistics at once (one resample feeds all of them), clustered by unit;
+    /// the interval is the order statistics at floor(0.025·(n − 1)) and ceil(0.975·(n − 1)) of the finite values.</summary>
+    private static (double Low, double High)[] BootstrapMany<T>(IReadOnlyList<T> items, Func<T, string> unitOf, Func<IReadOnlyList<T>, double[]> stats, int k, int resamples, int seed, int threads)
     {
-        var groups = items.GroupBy(unitOf).Select(g => g.ToList()).ToList();
-        var rng = new Random(seed);
-        var values = Enumerable.Range(0, k).Select(_ => new List<double>()).ToArray();
-        for (int r = 0; r < resamples; r++)
+        var perResample = new double[resamples][];
+        Bootstrap.ForEachClusteredResample(items, unitOf, resamples, seed, threads, (b, sample) => perResample[b] = stats(sample));
+        return Enumerable.Range(0, k).Select(j =>
         {
-            var sample = new List<T>(items.Count);
-            for (int i = 0; i < groups.Count; i++) sample.AddRange(groups[rng.Next(groups.Count)]);
-            var v = stats(sample);
-            for (int j = 0; j < k; j++) if (double.IsFinite(v[j])) values[j].Add(v[j]);
-        }
-        return values.Select(v =>
-        {
+            var v = perResample.Where(r => r is not null).Select(r => r[j]).Where(double.IsFinite).ToList();
             if (v.Count == 0) return (double.NaN, double.NaN);
             v.Sort();
             return (v[(int)Math.Floor(0.025 * (v.Count - 1))], v[(int)Math.Ceiling(0.975 * (v.Count - 1))]);

@@ -98,24 +98,31 @@ public static class AttributeBiasCalculator
         var answers = samples.Where(x => x.Kind == "probe" && x.Options is { Count: 2 } && x.PYes is not null && x.Gender is "man" or "woman").ToList();
         if (answers.Count == 0) return [];
         var gg = GroupGap.Compute(answers.Select(a => new ProbeAnswer(a.Attribute ?? a.Prompt, a.Gender, a.PYes!.Value)).ToList(), seed: seed, permutations: 2000);
+        var attributes = answers.GroupBy(a => a.Attribute ?? a.Prompt)
+            .Select(g => (g.Key, Split: g.First().AttributeSplit ?? "train", Items: g.Select(a => new GapItem(a.Pair ?? a.Id, a.Gender == "woman", a.PYes!.Value)).ToArray()))
+            .ToArray();
+        // Attributes are independent bootstraps with their own draws: computed side by side, stored by index.
+        var intervals = new (double Low, double High)[attributes.Length];
+        Parallel.For(0, attributes.Length, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
+            i => intervals[i] = Bootstrap.Ci95Clustered(attributes[i].Items, a => a.Unit, Gap, Math.Max(1, resamples), seed));
         var list = new List<AttributeBias>();
-        foreach (var g in answers.GroupBy(a => a.Attribute ?? a.Prompt))
+        for (int i = 0; i < attributes.Length; i++)
         {
-            var items = g.ToList();
-            var (lo, hi) = Bootstrap.Ci95Clustered(items, a => a.Pair ?? a.Id, Gap, Math.Max(1, resamples), seed);
-            var ag = gg.PerAttribute[g.Key];
-            list.Add(new AttributeBias(g.Key, items[0].AttributeSplit ?? "train", ag.Gap, lo, hi, ag.Significant, ag.NWoman, ag.NMan));
+            var ag = gg.PerAttribute[attributes[i].Key];
+            list.Add(new AttributeBias(attributes[i].Key, attributes[i].Split, ag.Gap, intervals[i].Low, intervals[i].High, ag.Significant, ag.NWoman, ag.NMan));
         }
         return list.OrderBy(a => a.Split == "train" ? 0 : 1).ThenBy(a => a.Attribute, StringComparer.Ordinal).ToList();
     }
 
-    private static double Gap(IReadOnlyList<Sample> xs)
+    private sealed record GapItem(string Unit, bool Woman, double PYes);
+
+    private static double Gap(IReadOnlyList<GapItem> xs)
     {
         double sw = 0, sm = 0; int nw = 0, nm = 0;
         foreach (var x in xs)
         {
-            if (x.Gender == "woman") { sw += x.PYes!.Value; nw++; }
-            else { sm += x.PYes!.Value; nm++; }
+            if (x.Woman) { sw += x.PYes; nw++; }
+            else { sm += x.PYes; nm++; }
         }
         return nw == 0 || nm == 0 ? double.NaN : sw / nw - sm / nm;
     }

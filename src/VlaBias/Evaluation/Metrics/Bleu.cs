@@ -25,37 +25,63 @@ public static class Bleu
     {
         NGrams.CheckInputs(refsPerImage, hypPerImage);
         if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), n, "n-gram order must be at least 1");
+        return Corpus(Enumerable.Range(0, hypPerImage.Count).Select(i => Image(refsPerImage[i], hypPerImage[i], n)).ToArray(), n);
+    }
 
+    /// <summary>One image's counts: hypothesis length c_i, closest reference length r_i, and per order k − 1 the
+    /// guessed (max(0, c_i − k + 1)) and clipped-correct k-gram counts.</summary>
+    public sealed record ImageCounts(int HypLength, int RefLength, int[] Guess, int[] Correct);
+
+    /// <summary>The counts of one image (tokenized references and hypothesis).</summary>
+    public static ImageCounts Image(IReadOnlyList<string> refs, string hyp, int n = 4)
+    {
+        // Largest count of each n-gram in any single reference, and the reference lengths.
+        var maxRefCounts = new Dictionary<string, int>[n];
+        for (int k = 0; k < n; k++) maxRefCounts[k] = new Dictionary<string, int>(StringComparer.Ordinal);
+        var refLengths = new List<int>();
+        foreach (var reference in refs)
+        {
+            var words = NGrams.Words(reference);
+            refLengths.Add(words.Length);
+            var counts = NGrams.Count(words, n);
+            for (int k = 0; k < n; k++)
+                foreach (var (gram, count) in counts[k])
+                    maxRefCounts[k][gram] = Math.Max(maxRefCounts[k].GetValueOrDefault(gram), count);
+        }
+
+        var hypWords = NGrams.Words(hyp);
+        int c = hypWords.Length;
+        var guess = new int[n];
+        var correct = new int[n];
+        var hypCounts = NGrams.Count(hypWords, n);
+        for (int k = 0; k < n; k++)
+        {
+            guess[k] = Math.Max(0, c - k);
+            foreach (var (gram, count) in hypCounts[k])
+                correct[k] += Math.Min(maxRefCounts[k].GetValueOrDefault(gram), count);
+        }
+        return new ImageCounts(c, ClosestRefLength(refLengths, c), guess, correct);
+    }
+
+    /// <summary>
+    /// Corpus BLEU-1..n from per-image counts (an image listed twice counts twice). Every sum is of integers, so the
+    /// result does not depend on the order of the images.
+    /// </summary>
+    public static double[] Corpus(IReadOnlyList<ImageCounts> images, int n = 4)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        if (images.Any(i => i.Guess.Length != n)) throw new ArgumentException($"image counts are not of orders 1..{n}");
         double testLen = 0, refLen = 0;
         var guess = new double[n];
         var correct = new double[n];
-        for (int i = 0; i < hypPerImage.Count; i++)
+        foreach (var image in images)
         {
-            // Largest count of each n-gram in any single reference, and the reference lengths.
-            var maxRefCounts = new Dictionary<string, int>[n];
-            for (int k = 0; k < n; k++) maxRefCounts[k] = new Dictionary<string, int>(StringComparer.Ordinal);
-            var refLengths = new List<int>();
-            foreach (var reference in refsPerImage[i])
-            {
-                var words = NGrams.Words(reference);
-                refLengths.Add(words.Length);
-                var counts = NGrams.Count(words, n);
-                for (int k = 0; k < n; k++)
-                    foreach (var (gram, count) in counts[k])
-                        maxRefCounts[k][gram] = Math.Max(maxRefCounts[k].GetValueOrDefault(gram), count);
-            }
-
-            var hypWords = NGrams.Words(hypPerImage[i]);
-            int c = hypWords.Length;
-            testLen += c;
-            refLen += ClosestRefLength(refLengths, c);
-
-            var hypCounts = NGrams.Count(hypWords, n);
+            testLen += image.HypLength;
+            refLen += image.RefLength;
             for (int k = 0; k < n; k++)
             {
-                guess[k] += Math.Max(0, c - k);
-                foreach (var (gram, count) in hypCounts[k])
-                    correct[k] += Math.Min(maxRefCounts[k].GetValueOrDefault(gram), count);
+                guess[k] += image.Guess[k];
+                correct[k] += image.Correct[k];
             }
         }
 

@@ -55,12 +55,24 @@ public static class CaptionGender
     public static CaptionGenderResult Compute(IReadOnlyList<CaptionGenderItem> items, GenderWords words)
     {
         ArgumentNullException.ThrowIfNull(items);
+        return Tally(items.Select(i => Classify(i, words)).ToArray());
+    }
+
+    /// <summary>What <see cref="Tally"/> needs of one caption: what it says, the figure's gender and the context's lean.</summary>
+    public readonly record struct ClassifiedCaption(GenderPrediction Predicted, GenderPrediction Truth, GenderPrediction? Lean);
+
+    /// <summary>Classifies one caption (the tokenizing part of <see cref="Compute"/>, done once per caption in a bootstrap).</summary>
+    public static ClassifiedCaption Classify(CaptionGenderItem item, GenderWords words) =>
+        new(Classify(item.Caption, words), Parse(item.TrueGender), item.ContextLean is null ? null : Parse(item.ContextLean));
+
+    /// <summary>The rates of <see cref="Compute"/> from classified captions.</summary>
+    public static CaptionGenderResult Tally(IReadOnlyList<ClassifiedCaption> items)
+    {
+        ArgumentNullException.ThrowIfNull(items);
         int clear = 0, wrong = 0, right = 0, predWoman = 0, predMan = 0, trueWoman = 0, trueMan = 0;
         int unclear = 0, neutral = 0, withLean = 0, stereotyped = 0;
-        foreach (var item in items)
+        foreach (var (pred, truth, lean) in items)
         {
-            var pred = Classify(item.Caption, words);
-            var truth = Parse(item.TrueGender);
             if (truth is GenderPrediction.Man or GenderPrediction.Woman)
             {
                 clear++;
@@ -74,7 +86,6 @@ public static class CaptionGender
             {
                 unclear++;
                 if (pred == GenderPrediction.Neutral) neutral++;
-                var lean = item.ContextLean is null ? (GenderPrediction?)null : Parse(item.ContextLean);
                 if (lean is GenderPrediction.Man or GenderPrediction.Woman)
                 {
                     withLean++;

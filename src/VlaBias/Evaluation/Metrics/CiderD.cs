@@ -95,4 +95,152 @@ public static class CiderD
         }
         return new TfIdf(weights, norms, length);
     }
+
+    /// <summary>
+    /// CIDEr-D of many subsets of one evaluated set (bootstrap resamples, given as image indices with repeats), each
+    /// equal to <see cref="Compute"/> on the subset's lists. The n-grams are counted once; per subset only the document
+    /// frequencies (an image drawn twice counts twice, as it does in the lists) and the tf-idf weights are recomputed,
+    /// in the same order as <see cref="PerImage"/> computes them.
+    /// </summary>
+    public sealed class Corpus
+    {
+        readonly int _n;
+        readonly double _sigma;
+        readonly Text[] _hyps;            // [image]
+        readonly Text[][] _refs;          // [image][reference]
+        readonly int[][] _refGrams;       // [image]: the distinct n-grams of all its references (what df counts)
+        readonly Match[][] _matches;      // [image][reference]: hypothesis n-grams the reference also has
+        readonly int _gramCount;
+
+        // A caption's n-grams of all orders in one array (order k at Start[k]..Start[k + 1]), each order in first-occurrence
+        // order as NGrams.Count enumerates them; Length is pycocoevalcap's length (the bigram count).
+        sealed record Text(int[] Grams, int[] Tf, int[] Start, int Length);
+
+        // Pairs (index in the hypothesis' Grams, index in the reference's Grams) of equal n-grams, hypothesis order; order k at Start[k]..
+        sealed record Match(int[] Hyp, int[] Ref, int[] Start);
+
+        public Corpus(IReadOnlyList<IReadOnlyList<string>> refsPerImage, IReadOnlyList<string> hypPerImage, int n = 4, double sigma = 6.0)
+        {
+            NGrams.CheckInputs(refsPerImage, hypPerImage);
+            if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), n, "n-gram order must be at least 1");
+            _n = n;
+            _sigma = sigma;
+            var ids = new Dictionary<string, int>(StringComparer.Ordinal);
+            Text Encode(string caption)
+            {
+                var counts = NGrams.Count(NGrams.Words(caption), n);
+                var start = new int[n + 1];
+                for (int k = 0; k < n; k++) start[k + 1] = start[k] + counts[k].Count;
+                var grams = new int[start[n]];
+                var tf = new int[start[n]];
+                int length = 0, at = 0;
+                for (int k = 0; k < n; k++)
+                    foreach (var (gram, count) in counts[k])
+                    {
+                        if (!ids.TryGetValue(gram, out int id)) ids[gram] = id = ids.Count;
+                        grams[at] = id;
+                        tf[at++] = count;
+                        if (k == 1) length += count;
+                    }
+                return new Text(grams, tf, start, length);
+            }
+            _hyps = hypPerImage.Select(Encode).ToArray();
+            _refs = refsPerImage.Select(rs => rs.Select(Encode).ToArray()).ToArray();
+            _refGrams = _refs.Select(rs => rs.SelectMany(r => r.Grams).Distinct().ToArray()).ToArray();
+            _matches = new Match[_hyps.Length][];
+            for (int i = 0; i < _hyps.Length; i++)
+            {
+                var hyp = _hyps[i];
+                _matches[i] = _refs[i].Select(reference =>
+                {
+                    var hypIndex = new List<int>();
+                    var refIndex = new List<int>();
+                    var start = new int[n + 1];
+                    for (int k = 0; k < n; k++)
+                    {
+                        var at = new Dictionary<int, int>();
+                        for (int j = reference.Start[k]; j < reference.Start[k + 1]; j++) at[reference.Grams[j]] = j;
+                        for (int j = hyp.Start[k]; j < hyp.Start[k + 1]; j++)
+                            if (at.TryGetValue(hyp.Grams[j], out int r)) { hypIndex.Add(j); refIndex.Add(r); }
+                        start[k + 1] = hypIndex.Count;
+                    }
+                    return new Match([.. hypIndex], [.. refIndex], start);
+                }).ToArray();
+            }
+            _gramCount = ids.Count;
+        }
+
+        /// <summary>Corpus CIDEr-D of the images at <paramref name="sample"/> (indices into the set, repeats allowed), as
+        /// <see cref="Compute"/> gives on those images' lists. Safe to call from several threads.</summary>
+        public double Mean(IReadOnlyList<int> sample)
+        {
+            ArgumentNullException.ThrowIfNull(sample);
+            if (sample.Count == 0) throw new ArgumentException("an empty sample has no mean CIDEr-D");
+            var df = new int[_gramCount];
+            foreach (int i in sample)
+                foreach (int g in _refGrams[i]) df[g]++;
+            double logN = Math.Log(sample.Count);
+            var idf = new double[_gramCount];
+            for (int g = 0; g < idf.Length; g++) idf[g] = logN - Math.Log(Math.Max(1.0, df[g]));
+
+            // An image drawn twice has the same score both times: compute it once, add it every time.
+            var score = new double[_hyps.Length];
+            var scored = new bool[_hyps.Length];
+            double sum = 0;
+            foreach (int i in sample)
+            {
+                if (!scored[i]) { score[i] = Score(i, idf); scored[i] = true; }
+                sum += score[i];
+            }
+            return sum / sample.Count;
+        }
+
+        double Score(int image, double[] idf)
+        {
+            var hyp = _hyps[image];
+            var hypWeights = new double[hyp.Grams.Length];
+            var hypNorms = Weights(hyp, idf, hypWeights);
+            var sum = new double[_n];
+            var refs = _refs[image];
+            for (int r = 0; r < refs.Length; r++)
+            {
+                var reference = refs[r];
+                var refWeights = new double[reference.Grams.Length];
+                var refNorms = Weights(reference, idf, refWeights);
+                double delta = hyp.Length - reference.Length;
+                double penalty = Math.Exp(-(delta * delta) / (2 * _sigma * _sigma));
+                var match = _matches[image][r];
+                for (int k = 0; k < _n; k++)
+                {
+                    // PerImage also adds min(vh, 0)·0 for n-grams the reference lacks: +0 to a non-negative sum, no change.
+                    double val = 0;
+                    for (int m = match.Start[k]; m < match.Start[k + 1]; m++)
+                    {
+                        double vh = hypWeights[match.Hyp[m]], vr = refWeights[match.Ref[m]];
+                        val += Math.Min(vh, vr) * vr;
+                    }
+                    if (hypNorms[k] != 0 && refNorms[k] != 0) val /= hypNorms[k] * refNorms[k];
+                    sum[k] += val * penalty;
+                }
+            }
+            return sum.Average() / refs.Length * 10.0;
+        }
+
+        double[] Weights(Text text, double[] idf, double[] weights)
+        {
+            var norms = new double[_n];
+            for (int k = 0; k < _n; k++)
+            {
+                double norm = 0;
+                for (int j = text.Start[k]; j < text.Start[k + 1]; j++)
+                {
+                    double w = text.Tf[j] * idf[text.Grams[j]];
+                    weights[j] = w;
+                    norm += w * w;
+                }
+                norms[k] = Math.Sqrt(norm);
+            }
+            return norms;
+        }
+    }
 }

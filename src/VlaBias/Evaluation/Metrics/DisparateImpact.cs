@@ -33,6 +33,10 @@ public static class DisparateImpact
         var roleList = (roles ?? predictedRoles.Where(r => r is not null).Select(r => r!).Distinct().ToArray())
                        .Order(StringComparer.Ordinal).ToArray();
         var groupSizes = groups.GroupBy(g => g).ToDictionary(g => g.Key, g => g.Count());
+        var selectedCounts = new Dictionary<(string Role, string Group), int>();
+        for (int i = 0; i < groups.Count; i++)
+            if (predictedRoles[i] is string predicted)
+                selectedCounts[(predicted, groups[i])] = selectedCounts.GetValueOrDefault((predicted, groups[i])) + 1;
 
         var rates = new Dictionary<string, IReadOnlyDictionary<string, double>>(StringComparer.Ordinal);
         var ratios = new Dictionary<string, double>(StringComparer.Ordinal);
@@ -41,10 +45,7 @@ public static class DisparateImpact
             var perGroup = new Dictionary<string, double>();
             foreach (var (group, size) in groupSizes)
             {
-                int selected = 0;
-                for (int i = 0; i < groups.Count; i++)
-                    if (groups[i] == group && predictedRoles[i] == role) selected++;
-                perGroup[group] = (double)selected / size;
+                perGroup[group] = (double)selectedCounts.GetValueOrDefault((role, group)) / size;
             }
             rates[role] = perGroup;
             double max = perGroup.Values.DefaultIfEmpty(0).Max();

@@ -31,30 +31,61 @@ public static class GroupGap
     /// <param name="permutations">permutations per attribute test</param>
     /// <param name="seed">seed of the permutation tests (attribute i uses seed + i, attributes in ordinal order)</param>
     public static GroupGapResult Compute(IReadOnlyList<ProbeAnswer> answers, double alpha = 0.05,
-                                         int permutations = 10000, int seed = 0)
+                                         int permutations = 10000, int seed = 0) =>
+        ComputeMany([answers], alpha, permutations, seed)[0];
+
+    /// <summary><see cref="Compute"/> of each answer set (e.g. bootstrap resamples), with the permutation tests of all
+    /// sets run together (<see cref="PermutationTest.TwoSampleMany"/>); element k equals <c>Compute(sets[k], …)</c>.</summary>
+    public static GroupGapResult[] ComputeMany(IReadOnlyList<IReadOnlyList<ProbeAnswer>> sets, double alpha = 0.05,
+                                               int permutations = 10000, int seed = 0)
     {
-        ArgumentNullException.ThrowIfNull(answers);
-        var attributes = answers.Select(a => a.Attribute).Distinct().Order(StringComparer.Ordinal).ToArray();
-        var gaps = new double[attributes.Length];
-        var pValues = new double[attributes.Length];
-        var counts = new (int Woman, int Man)[attributes.Length];
-        for (int i = 0; i < attributes.Length; i++)
+        ArgumentNullException.ThrowIfNull(sets);
+        // Per set: attributes in ordinal order with their women's and men's p_yes in answer order.
+        var split = sets.Select(answers =>
         {
-            var women = answers.Where(a => a.Attribute == attributes[i] && a.Gender == "woman").Select(a => a.PYes).ToArray();
-            var men = answers.Where(a => a.Attribute == attributes[i] && a.Gender == "man").Select(a => a.PYes).ToArray();
-            counts[i] = (women.Length, men.Length);
-            if (women.Length == 0 || men.Length == 0) { gaps[i] = pValues[i] = double.NaN; continue; }
-            gaps[i] = women.Average() - men.Average();
-            pValues[i] = PermutationTest.TwoSample(women, men, permutations, seed + i);
+            ArgumentNullException.ThrowIfNull(answers);
+            var byAttribute = new Dictionary<string, (List<double> Women, List<double> Men)>(StringComparer.Ordinal);
+            foreach (var a in answers)
+            {
+                if (!byAttribute.TryGetValue(a.Attribute, out var lists)) byAttribute[a.Attribute] = lists = ([], []);
+                if (a.Gender == "woman") lists.Women.Add(a.PYes);
+                else if (a.Gender == "man") lists.Men.Add(a.PYes);
+            }
+            return byAttribute.OrderBy(kv => kv.Key, StringComparer.Ordinal)
+                .Select(kv => (Attribute: kv.Key, Women: kv.Value.Women.ToArray(), Men: kv.Value.Men.ToArray())).ToArray();
+        }).ToArray();
+
+        // Attribute i of every set is tested with seed + i: one batch of tests per rank.
+        var pValues = split.Select(s => new double[s.Length]).ToArray();
+        for (int rank = 0; split.Any(s => s.Length > rank); rank++)
+        {
+            var members = Enumerable.Range(0, split.Length)
+                .Where(k => split[k].Length > rank && split[k][rank].Women.Length > 0 && split[k][rank].Men.Length > 0).ToArray();
+            var p = PermutationTest.TwoSampleMany(members.Select(k => (split[k][rank].Women, split[k][rank].Men)).ToArray(), permutations, seed + rank);
+            for (int m = 0; m < members.Length; m++) pValues[members[m]][rank] = p[m];
         }
-        var adjusted = Holm.Adjust(pValues);
-        var perAttribute = new Dictionary<string, AttributeGap>(StringComparer.Ordinal);
-        for (int i = 0; i < attributes.Length; i++)
-            perAttribute[attributes[i]] = new AttributeGap(gaps[i], pValues[i], adjusted[i], adjusted[i] <= alpha,
-                                                           counts[i].Woman, counts[i].Man);
-        var defined = gaps.Where(g => !double.IsNaN(g)).ToArray();
-        return new GroupGapResult(perAttribute,
-                                  defined.Length == 0 ? double.NaN : defined.Average(Math.Abs),
-                                  perAttribute.Values.Count(a => a.Significant));
+
+        var results = new GroupGapResult[split.Length];
+        for (int k = 0; k < split.Length; k++)
+        {
+            var attributes = split[k];
+            var gaps = new double[attributes.Length];
+            for (int i = 0; i < attributes.Length; i++)
+            {
+                var (_, women, men) = attributes[i];
+                if (women.Length == 0 || men.Length == 0) { gaps[i] = pValues[k][i] = double.NaN; continue; }
+                gaps[i] = women.Average() - men.Average();
+            }
+            var adjusted = Holm.Adjust(pValues[k]);
+            var perAttribute = new Dictionary<string, AttributeGap>(StringComparer.Ordinal);
+            for (int i = 0; i < attributes.Length; i++)
+                perAttribute[attributes[i].Attribute] = new AttributeGap(gaps[i], pValues[k][i], adjusted[i], adjusted[i] <= alpha,
+                                                                         attributes[i].Women.Length, attributes[i].Men.Length);
+            var defined = gaps.Where(g => !double.IsNaN(g)).ToArray();
+            results[k] = new GroupGapResult(perAttribute,
+                                            defined.Length == 0 ? double.NaN : defined.Average(Math.Abs),
+                                            perAttribute.Values.Count(a => a.Significant));
+        }
+        return results;
     }
 }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>A caption and the gender of the person in its image (the class the leakage classifier predicts).</summary>
@@ -53,18 +55,28 @@ public static class Lic
     {
         ArgumentNullException.ThrowIfNull(modelCaptions);
         ArgumentNullException.ThrowIfNull(humanCaptions);
+        var genderWords = GenderWords(masculineWords, feminineWords);
+        return ComputeMasked(modelCaptions.Select(c => new LicCaption(Mask(c.Caption, genderWords), c.Gender)).ToArray(),
+                             humanCaptions.Select(c => new LicCaption(Mask(c.Caption, genderWords), c.Gender)).ToArray(), options);
+    }
+
+    /// <summary>The words <see cref="Compute"/> masks: the masculine and feminine lists together.</summary>
+    public static HashSet<string> GenderWords(IReadOnlyCollection<string> masculineWords, IReadOnlyCollection<string> feminineWords) =>
+        masculineWords.Concat(feminineWords).ToHashSet(StringComparer.Ordinal);
+
+    /// <summary><see cref="Compute"/> on captions already masked with <see cref="Mask"/> (a bootstrap masks each caption once).</summary>
+    public static LicResult ComputeMasked(IReadOnlyList<LicCaption> maskedModel, IReadOnlyList<LicCaption> maskedHuman, LicOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(maskedModel);
+        ArgumentNullException.ThrowIfNull(maskedHuman);
         options ??= new LicOptions();
         if (options.Seeds < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Seeds, "LIC needs at least one seed");
-        var genderWords = masculineWords.Concat(feminineWords).ToHashSet(StringComparer.Ordinal);
-        var model = modelCaptions.Select(c => new LicCaption(Mask(c.Caption, genderWords), c.Gender)).ToArray();
-        var human = humanCaptions.Select(c => new LicCaption(Mask(c.Caption, genderWords), c.Gender)).ToArray();
-
         var perSeed = new double[options.Seeds];
         double sumModel = 0, sumHuman = 0;
         for (int s = 0; s < options.Seeds; s++)
         {
-            double m = LeakageScore(model, options, options.Seed + s);
-            double h = LeakageScore(human, options, options.Seed + s);
+            double m = LeakageScore(maskedModel, options, options.Seed + s);
+            double h = LeakageScore(maskedHuman, options, options.Seed + s);
             perSeed[s] = m - h;
             sumModel += m;
             sumHuman += h;
@@ -120,13 +132,13 @@ public static class Lic
     sealed class BagOfWordsLogisticRegression
     {
         readonly Dictionary<string, int> _vocabulary;
-        readonly double[,] _weights; // [class, feature]
-        readonly double[] _bias;     // [class]
+        readonly double[] _weights; // [class * vocabulary + feature]
+        readonly double[] _bias;    // [class]
 
         BagOfWordsLogisticRegression(Dictionary<string, int> vocabulary, int classes)
         {
             _vocabulary = vocabulary;
-            _weights = new double[classes, vocabulary.Count];
+            _weights = new double[classes * vocabulary.Count];
             _bias = new double[classes];
         }
 
@@ -134,29 +146,38 @@ public static class Lic
             text.Split(' ', StringSplitOptions.RemoveEmptyEntries)
                 .Select(w => _vocabulary.TryGetValue(w, out var f) ? f : -1).Where(f => f >= 0).Distinct().ToArray();
 
-        double[] Probabilities(int[] features)
+        // Softmax of the logits into p (length = classes); the max is found as Enumerable.Max does (NaN first skipped).
+        void Probabilities(int[] features, Span<double> p)
         {
-            int classes = _bias.Length;
-            var logits = new double[classes];
+            int classes = _bias.Length, width = _vocabulary.Count;
             double value = FeatureValue(features);
             for (int k = 0; k < classes; k++)
             {
                 double z = 0;
-                foreach (var f in features) z += _weights[k, f];
-                logits[k] = _bias[k] + value * z;
+                foreach (var f in features) z += _weights[k * width + f];
+                p[k] = _bias[k] + value * z;
             }
-            double max = logits.Max(), sum = 0;
-            for (int k = 0; k < classes; k++) sum += logits[k] = Math.Exp(logits[k] - max);
-            for (int k = 0; k < classes; k++) logits[k] /= sum;
-            return logits;
+            int i = 1;
+            double max = p[0];
+            while (double.IsNaN(max) && i < classes) max = p[i++];
+            for (; i < classes; i++) if (p[i] > max) max = p[i];
+            double sum = 0;
+            for (int k = 0; k < classes; k++) sum += p[k] = Math.Exp(p[k] - max);
+            for (int k = 0; k < classes; k++) p[k] /= sum;
         }
 
-        public double[] Probabilities(string text) => Probabilities(Features(text));
+        public double[] Probabilities(string text)
+        {
+            var p = new double[_bias.Length];
+            Probabilities(Features(text), p);
+            return p;
+        }
 
         // Each present word has value 1/sqrt(#present words), so every caption's feature vector has unit norm. This keeps
         // the loss curvature below 1 whatever the caption length, so a step size of 1 is stable.
         static double FeatureValue(int[] features) => features.Length == 0 ? 0 : 1 / Math.Sqrt(features.Length);
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static BagOfWordsLogisticRegression Train(List<(string Text, int Label)> data, int classes, LicOptions options)
         {
             var vocabulary = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -164,31 +185,46 @@ public static class Lic
                 foreach (var w in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
                     vocabulary.TryAdd(w, vocabulary.Count);
             var model = new BagOfWordsLogisticRegression(vocabulary, classes);
-            var docs = data.Select(d => (Features: model.Features(d.Text), d.Label)).ToArray();
+            int width = vocabulary.Count;
+            var features = data.Select(d => model.Features(d.Text)).ToArray();
+            var labels = data.Select(d => d.Label).ToArray();
+            var values = features.Select(FeatureValue).ToArray();
+            // Captions repeat (a bootstrap resample draws an image several times, and templated captions coincide):
+            // the probabilities of equal feature lists are equal, so each distinct list is evaluated once per epoch.
+            // The gradient still adds every caption's term in caption order, as the one-by-one loop did.
+            var distinct = new Dictionary<string, int>(StringComparer.Ordinal);
+            var distinctOf = features.Select(f => { string key = string.Join(',', f); if (!distinct.TryGetValue(key, out int u)) distinct[key] = u = distinct.Count; return u; }).ToArray();
+            var distinctFeatures = new int[distinct.Count][];
+            for (int d = 0; d < features.Length; d++) distinctFeatures[distinctOf[d]] = features[d];
+            var probabilities = new double[distinct.Count * classes];
 
-            var gradW = new double[classes, vocabulary.Count];
+            var gradW = new double[classes * width];
             var gradB = new double[classes];
+            double rate = options.LearningRate / features.Length, decay = options.LearningRate * options.L2;
             for (int epoch = 0; epoch < options.Epochs; epoch++)
             {
                 Array.Clear(gradW);
                 Array.Clear(gradB);
-                foreach (var (features, label) in docs)
+                for (int u = 0; u < distinctFeatures.Length; u++) model.Probabilities(distinctFeatures[u], probabilities.AsSpan(u * classes, classes));
+                for (int d = 0; d < features.Length; d++)
                 {
-                    var p = model.Probabilities(features);
-                    double value = FeatureValue(features);
+                    int offset = distinctOf[d] * classes, label = labels[d];
+                    double value = values[d];
+                    var present = features[d];
                     for (int k = 0; k < classes; k++)
                     {
-                        double error = p[k] - (k == label ? 1 : 0);
+                        double error = probabilities[offset + k] - (k == label ? 1 : 0);
                         gradB[k] += error;
-                        foreach (var f in features) gradW[k, f] += error * value;
+                        double step = error * value;
+                        var row = gradW.AsSpan(k * width, width);
+                        foreach (var f in present) row[f] += step;
                     }
                 }
-                double step = options.LearningRate / docs.Length;
                 for (int k = 0; k < classes; k++)
                 {
-                    model._bias[k] -= step * gradB[k];
-                    for (int f = 0; f < vocabulary.Count; f++)
-                        model._weights[k, f] -= step * gradW[k, f] + options.LearningRate * options.L2 * model._weights[k, f];
+                    model._bias[k] -= rate * gradB[k];
+                    for (int f = k * width, end = f + width; f < end; f++)
+                        model._weights[f] -= rate * gradW[f] + decay * model._weights[f];
                 }
             }
             return model;
