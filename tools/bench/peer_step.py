@@ -10,9 +10,22 @@ Step: forward + loss, backward, clip_grad_norm_(1.0), AdamW(lr 1e-4, betas .9/.9
 --mode full: every weight but the (unused) embedding trainable.
 Timing: --warmup steps discarded, then the median of --repeats steps (wall clock). Prints one JSON object.
 
+Setup: which BLAS the process really calls and how many threads it uses decide the step time (Debian's torch on the
+reference BLAS took 28.7 s per bench step, on OpenBLAS 3.2 s), so the JSON's "setup" says: the library that sgemm_
+resolves to in this process (looked up with dlsym/dladdr, the path checked against /proc/self/maps), its kind
+(openblas, mkl, blis, reference, unknown), OpenBLAS' own config, kernel set (core) and thread count where it is
+OpenBLAS, torch's intra-/inter-op threads, the thread environment variables, the CPU's vector flags, and
+torch.__config__.show() / parallel_info(). The same summary goes to stderr. --setup-only prints the setup and times
+nothing.
+OpenBLAS 0.3.21 (Debian 12) does not know newer CPUs (e.g. Intel family 6 model 207) and falls back to its Prescott
+(SSE3) kernels, 6-9 GFLOP/s against 50-85 with its AVX-512 ones on the same 2 cores. Unless OPENBLAS_CORETYPE is set
+already, the peer then restarts itself with OPENBLAS_CORETYPE naming the best kernel set the CPU's flags allow, and
+the setup records that ("openblas_coretype_set"), so the peer is as fast as this torch can be.
+
 Run with Debian's python3-torch (PyTorch 1.13, OpenBLAS): /usr/bin/python3 tools/bench/peer_step.py --mode lora
+(apt-get install -y python3-torch libopenblas0-pthread; without the OpenBLAS package torch finds the reference BLAS).
 """
-import argparse, json, math, os, statistics, time
+import argparse, ctypes, json, math, os, statistics, sys, time
 
 import torch
 import torch.nn as nn
@@ -127,6 +140,120 @@ class CausalLm(nn.Module):
         return self.lm_head(self.norm(x))
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def blas_provider(symbol="sgemm_"):
+    """The file whose `symbol` this process calls: the global lookup first (LD_PRELOAD and the executable's libraries
+    come first there), else the libblas.so.3 that torch's own libraries loaded. None when no loaded library has it."""
+    libc = ctypes.CDLL(None)
+    libc.dlsym.restype = ctypes.c_void_p
+    libc.dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    address = libc.dlsym(None, symbol.encode())   # RTLD_DEFAULT
+    if not address:
+        try:
+            handle = ctypes.CDLL("libblas.so.3", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            address = libc.dlsym(ctypes.c_void_p(handle._handle), symbol.encode())
+        except OSError:
+            address = None
+    if not address:
+        return None
+    info = _DlInfo()
+    if not libc.dladdr(ctypes.c_void_p(address), ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.realpath(info.dli_fname.decode())
+
+
+def mapped_libraries(words=("blas", "lapack", "mkl", "blis", "atlas", "omp")):
+    """Shared libraries mapped into this process whose file name mentions a BLAS or OpenMP runtime (/proc/self/maps)."""
+    found = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5].startswith("/") and any(w in os.path.basename(parts[5]).lower() for w in words):
+                    found.add(parts[5])
+    except OSError:
+        pass
+    return sorted(found)
+
+
+def blas_kind(provider, blas_info):
+    """openblas | mkl | blis | atlas | reference (netlib, Debian's libblas3 under .../blas/) | unknown."""
+    p = (provider or "").lower()
+    for kind in ("openblas", "mkl", "blis", "atlas"):
+        if kind in p:
+            return kind
+    if provider and os.path.basename(os.path.dirname(p)) == "blas" and os.path.basename(p).startswith("libblas.so"):
+        return "reference"
+    if provider is None and blas_info == "mkl":
+        return "mkl"   # pip wheels link MKL statically: no sgemm_ exported, BLAS_INFO says so
+    return "unknown"
+
+
+# OpenBLAS kernel sets without AVX: what DYNAMIC_ARCH falls back to on a CPU it does not know.
+SSE_ONLY_CORES = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai", "coppermine", "northwood",
+                  "banias", "opteron", "barcelona", "athlon", "bobcat", "generic"}
+
+
+def cpu_flags(wanted=("sse3", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile")):
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return sorted(set(flags) & set(wanted))
+
+
+def best_openblas_core(flags):
+    """The OpenBLAS 0.3.21 kernel set for these CPU flags (the one its DYNAMIC_ARCH would pick if it knew the CPU)."""
+    f = set(flags)
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= f:
+        return "Cooperlake" if "avx512_bf16" in f else "SkylakeX"
+    if {"avx2", "fma"} <= f:
+        return "Haswell"
+    return None
+
+
+def setup():
+    """The BLAS and thread setup of this process (call after torch ran a matmul, so lazy libraries are loaded)."""
+    config = torch.__config__.show()
+    blas_info = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")), None)
+    provider = blas_provider()
+    kind = blas_kind(provider, blas_info)
+    blas = {"kind": kind, "sgemm_from": provider, "blas_info": blas_info, "mapped": mapped_libraries()}
+    if kind == "openblas" and provider:
+        try:
+            lib = ctypes.CDLL(provider)
+            lib.openblas_get_config.restype = ctypes.c_char_p
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            blas["openblas_config"] = lib.openblas_get_config().decode()
+            blas["openblas_core"] = lib.openblas_get_corename().decode()
+            blas["openblas_threads"] = lib.openblas_get_num_threads()
+        except (OSError, AttributeError):
+            pass
+    if os.environ.get("VLATUNE_PEER_CORETYPE_SET"):
+        blas["openblas_coretype_set"] = os.environ["VLATUNE_PEER_CORETYPE_SET"]
+    return {
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS",
+                                               "LD_PRELOAD", "LD_LIBRARY_PATH")},
+        "cpu_flags": cpu_flags(), "blas": blas, "config": config, "parallel_info": torch.__config__.parallel_info(),
+    }
+
+
+def describe(s):
+    b = s["blas"]
+    extra = f", {b['openblas_config']}, core {b['openblas_core']}, {b['openblas_threads']} OpenBLAS threads" if "openblas_config" in b else ""
+    if "openblas_coretype_set" in b:
+        extra += f"; {b['openblas_coretype_set']}"
+    return (f"peer: torch {s['torch']}, {s['torch_threads']} intra-op / {s['torch_interop_threads']} inter-op threads; "
+            f"BLAS {b['kind']} (sgemm_ from {b['sgemm_from']}{extra}; BLAS_INFO={b['blas_info']})")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=["lora", "full"], default="lora")
@@ -134,9 +261,26 @@ def main():
                           ("batch", 8), ("seq", 128), ("rank", 8), ("threads", 2), ("warmup", 2), ("repeats", 5), ("seed", 0)]:
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--alpha", type=float, default=16.0)
+    p.add_argument("--setup-only", action="store_true", help="print the BLAS and thread setup as JSON and time nothing")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    probe = torch.randn(64, 64)
+    (probe @ probe).sum().item()   # loads and initialises the BLAS before it is inspected
+    s = setup()
+    core = s["blas"].get("openblas_core", "")
+    best = best_openblas_core(s["cpu_flags"])
+    if core.lower() in SSE_ONLY_CORES and best and "OPENBLAS_CORETYPE" not in os.environ:
+        # OpenBLAS picks its kernels when it loads: only a fresh process can take another set.
+        why = (f"OPENBLAS_CORETYPE={best} set by the peer: OpenBLAS chose its {core} kernels (no AVX) on a CPU with "
+               f"{' '.join(f for f in s['cpu_flags'] if f.startswith('avx'))}")
+        print(f"peer: {why}; restarting", file=sys.stderr)
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "OPENBLAS_CORETYPE": best, "VLATUNE_PEER_CORETYPE_SET": why})
+    print(describe(s), file=sys.stderr)
+    if a.setup_only:
+        print(json.dumps({"setup": s}))
+        return
     model = CausalLm(a)
     with torch.no_grad():
         for name, w in model.named_parameters():
@@ -187,7 +331,7 @@ def main():
     med = statistics.median(steps)
     print(json.dumps({
         "mode": a.mode, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "blas": os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3"),
+        "blas": s["blas"]["sgemm_from"], "setup": s,
         "step_ms": summary(steps), "steps_per_s": round(1000 / med, 4), "samples_per_s": round(a.batch * 1000 / med, 4),
         "profile_ms": {k: summary(v) for k, v in parts.items()},
         "trainable_params": sum(w.numel() for w in trainable), "final_loss": round(loss_value, 4),

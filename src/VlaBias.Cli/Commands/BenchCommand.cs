@@ -66,13 +66,16 @@ public static class BenchCommand
         Log.Information("bench: LoRA step {Ms:F1} ms", lora["step_ms"]!["median"]!.GetValue<double>());
         var full = Worker(TrainStepBench.Full, bc, reps, warm, threads, seed);
         Log.Information("bench: full fine-tuning step {Ms:F1} ms", full["step_ms"]!["median"]!.GetValue<double>());
-        JsonObject? peerJson = null;
+        JsonObject? peerJson = null, peerSetup = null;
+        string? peerRefused = null;
         if (peer)
         {
-            var (result, note) = PeerStep.Run(python, PeerStep.FindScript(script), bc, TrainStepBench.Lora, warm, reps, threads);
-            peerJson = result;
-            if (note is not null) { notes.Add($"peer not measured: {note}"); Log.Warning("bench: peer not measured: {Note}", note); }
-            else Log.Information("bench: PyTorch peer LoRA step {Ms:F1} ms", result!["step_ms"]!["median"]!.GetValue<double>());
+            var run = PeerStep.Run(python, PeerStep.FindScript(script), bc, TrainStepBench.Lora, warm, reps, threads);
+            (peerJson, peerSetup, peerRefused) = (run.Result, run.Setup, run.Refused);
+            if (peerSetup is not null) Log.Information("bench: {Setup}", PeerStep.Describe(peerSetup));
+            if (run.NotMeasured is string note) { notes.Add($"peer not measured: {note}"); Log.Warning("bench: peer not measured: {Note}", note); }
+            if (peerRefused is not null) { notes.Add($"peer_step_ratio refused: {peerRefused}"); Log.Warning("bench: no peer_step_ratio: {Reason}", peerRefused); }
+            if (peerJson is not null) Log.Information("bench: PyTorch peer LoRA step {Ms:F1} ms", peerJson["step_ms"]!["median"]!.GetValue<double>());
         }
         else notes.Add(quick ? "peer skipped (--quick)" : "peer not requested (--peer)");
 
@@ -110,7 +113,8 @@ public static class BenchCommand
             ["caption_images_per_s_b32"] = Round(inference.ImagesPerSB32),
             ["onnx_over_torch_b1"] = Round(inference.OnnxOverTorchB1),
             ["onnx_over_torch_b32"] = Round(inference.OnnxOverTorchB32),
-            ["peer_step_ratio"] = peerMs is double pm ? Samples.Round(loraMs / pm) : null,
+            ["peer_step_ratio"] = peerMs is double pm && peerRefused is null ? Samples.Round(loraMs / pm) : null,
+            ["peer_step_ratio_refused"] = peerRefused,
 
             ["lora_mfu_6nt"] = Samples.Round(Mfu(lora, "model_flops")!.Value),
             ["full_mfu"] = Samples.Round(Mfu(full, "model_flops")!.Value),
@@ -144,6 +148,7 @@ public static class BenchCommand
             ["lora"] = lora,
             ["full"] = full,
             ["peer"] = peerJson,
+            ["peer_setup"] = peerSetup?.DeepClone(),
             ["inference"] = inference.Details,
             ["notes"] = notes,
         };
