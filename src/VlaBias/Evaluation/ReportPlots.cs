@@ -93,8 +93,10 @@ public static class ReportPlots
     /// <summary>Main metrics with 95% CIs, bias metrics (lower is better) and accuracy metrics (higher is better) as two panels.</summary>
     public static byte[] MetricsSummary(IReadOnlyList<(string name, JsonObject metricsDoc)> runs, int width = 1200, int height = 520)
     {
-        var left = MetricPanel(runs, BiasMetrics, "Bias metrics (lower is better; CIs 95%)", "", width / 2, height);
-        var right = MetricPanel(runs, AccuracyMetrics, "Accuracy metrics (higher is better; CIs 95%)", "", width - width / 2, height);
+        byte[] left = [], right = [];
+        Parallel.Invoke(
+            () => left = MetricPanel(runs, BiasMetrics, "Bias metrics (lower is better; CIs 95%)", "", width / 2, height),
+            () => right = MetricPanel(runs, AccuracyMetrics, "Accuracy metrics (higher is better; CIs 95%)", "", width - width / 2, height));
         return Stack([left, right], horizontal: true);
     }
 

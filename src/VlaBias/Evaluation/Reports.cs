@@ -59,12 +59,17 @@ public static partial class Reports
     private static void WriteEvalHtml(string outDir, JsonObject metricsDoc, IReadOnlyList<Sample> samples, Suite suite, string title, string meta,
                                       string runName, IReadOnlyList<AttributeBias> gaps, IReadOnlyList<string> explain)
     {
-        var biasPng = ReportPlots.AttributeBias([(runName, gaps)], "Group gap per probe attribute (woman − man mean p(yes), 95% CI)");
-        var summaryPng = ReportPlots.MetricsSummary([(runName, metricsDoc)]);
+        var folder = new EvalFolder(runName, outDir, metricsDoc, samples, Path.GetDirectoryName(Path.GetFullPath(suite.Manifest)));
+        // The plots and the gallery's thumbnails are independent renderings: drawn side by side.
+        byte[] biasPng = [], summaryPng = [];
+        string gallery = "";
+        Parallel.Invoke(
+            () => biasPng = ReportPlots.AttributeBias([(runName, gaps)], "Group gap per probe attribute (woman − man mean p(yes), 95% CI)"),
+            () => summaryPng = ReportPlots.MetricsSummary([(runName, metricsDoc)]),
+            () => gallery = ReportHtml.Gallery([folder]));
         WritePlot(outDir, AttributeBiasPlot, biasPng);
         WritePlot(outDir, SummaryPlot, summaryPng);
 
-        var folder = new EvalFolder(runName, outDir, metricsDoc, samples, Path.GetDirectoryName(Path.GetFullPath(suite.Manifest)));
         var html = new StringBuilder();
         html.Append($"<h1>{ReportHtml.E(title)}</h1>\n<p class=\"meta\">{ReportHtml.E(meta.Replace("`", ""))} Generated {DateTime.Now:yyyy-MM-dd HH:mm}.</p>\n");
         html.Append(HtmlExplanation("What this means", explain));
@@ -74,7 +79,7 @@ public static partial class Reports
         html.Append("<h2 id=\"main-metrics\">Main metrics</h2>\n").Append(ReportHtml.Figure(summaryPng, "main metrics", "Main bias and accuracy metrics with bootstrap 95% CIs."));
         html.Append("<h2 id=\"all-metrics\">All metrics</h2>\n").Append(ReportHtml.MetricsTable(metricsDoc));
         html.Append("<h2 id=\"gallery\">Gallery</h2>\n<p class=\"meta\">Evaluated images with the model's caption and the reference captions; counterfactual pairs side by side.</p>\n")
-            .Append(ReportHtml.Gallery([folder]));
+            .Append(gallery);
         AtomicFile.WriteAllText(Path.Combine(outDir, "report.html"), ReportHtml.Page(title, html.ToString()));
     }
 
@@ -142,11 +147,16 @@ public static partial class Reports
     {
         var docs = runs.Select(r => (r.Name, r.Metrics)).ToList();
         var gaps = runs.Select(r => (r.Name, (IReadOnlyList<AttributeBias>)AttributeBiasCalculator.Compute(r.Samples, BootstrapOf(r), SeedOf(r)))).ToList();
-        var biasPng = ReportPlots.AttributeBias(gaps, $"Group gap per probe attribute: {string.Join(" vs ", runs.Select(r => r.Name))} (95% CI)");
-        var summaryPng = ReportPlots.MetricsSummary(docs);
+        byte[] biasPng = [], summaryPng = [];
+        byte[]? curvesPng = null;
+        string gallery = "";
+        Parallel.Invoke(
+            () => biasPng = ReportPlots.AttributeBias(gaps, $"Group gap per probe attribute: {string.Join(" vs ", runs.Select(r => r.Name))} (95% CI)"),
+            () => summaryPng = ReportPlots.MetricsSummary(docs),
+            () => curvesPng = curves is null ? null : ReportPlots.Training(curves),
+            () => gallery = ReportHtml.Gallery(runs));
         WritePlot(dir, AttributeBiasPlot, biasPng);
         WritePlot(dir, SummaryPlot, summaryPng);
-        byte[]? curvesPng = curves is null ? null : ReportPlots.Training(curves);
         if (curvesPng is not null) WritePlot(dir, TrainingPlot, curvesPng);
 
         var h = new StringBuilder($"<h1>{ReportHtml.E(title)}</h1>\n<p class=\"meta\">");
@@ -168,7 +178,7 @@ public static partial class Reports
             h.Append("<h2 id=\"training-curves\">Training curves</h2>\n").Append(ReportHtml.Figure(curvesPng, "training curves",
                 "Validation bias (the early-stopping metric) and CIDEr-D (the caption guard) at each evaluation, with the base model's values dashed; training loss at the same steps."));
         h.Append("<h2 id=\"gallery\">Gallery</h2>\n<p class=\"meta\">The same images captioned by each run, with the reference captions; counterfactual pairs side by side.</p>\n")
-            .Append(ReportHtml.Gallery(runs));
+            .Append(gallery);
         return h.ToString();
     }
 

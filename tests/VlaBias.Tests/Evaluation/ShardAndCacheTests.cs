@@ -45,6 +45,22 @@ public class ShardAndCacheTests
     }
 
     [Test]
+    public void Metrics_json_times_the_model_the_statistics_and_the_reports()
+    {
+        string s1 = Path.Combine(dir, "t1"), s2 = Path.Combine(dir, "t2"), merged = Path.Combine(dir, "t-merged");
+        Assert.That(Eval(s1, "--shard", "1/2", "--no-cache").ExitCode, Is.EqualTo(0));
+        Assert.That(Eval(s2, "--shard", "2/2", "--no-cache").ExitCode, Is.EqualTo(0));
+        var m = CliRunner.Run(dir, "eval", "merge", s1, s2, "--out", merged);
+        Assert.That(m.ExitCode, Is.EqualTo(0), m.Stderr);
+        double ShardModel(string d) => JsonNode.Parse(File.ReadAllText(Path.Combine(d, "shard.json")))!["model_s"]!.GetValue<double>();
+        var timing = JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "metrics.json")))!["timing"]!;
+        Assert.That(ShardModel(s1), Is.GreaterThan(0), "a shard that answered its prompts took time");
+        Assert.That(timing["model_s"]!.GetValue<double>(), Is.EqualTo(ShardModel(s1) + ShardModel(s2)).Within(1e-6), "merged: the shards' model time");
+        Assert.That(timing["statistics_s"]!.GetValue<double>(), Is.GreaterThan(0));
+        Assert.That(timing["reports_s"]!.GetValue<double>(), Is.GreaterThan(0));
+    }
+
+    [Test]
     public void Interrupted_evaluation_continues_from_its_cache()
     {
         string full = Path.Combine(dir, "full"), cut = Path.Combine(dir, "cut");
