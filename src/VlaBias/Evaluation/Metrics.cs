@@ -4,6 +4,7 @@
 // only decides which samples feed which metric. What a metric reads from a caption's text (tokens, predicted gender and
 // role, masked caption, n-grams) is computed once per caption, so a bootstrap resample only counts and adds; the values
 // equal the one-resample-at-a-time definitions bit for bit (MetricsGoldenTests pins them).
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VlaBias.Evaluation.Metrics;
@@ -66,7 +67,10 @@ public static class MetricsCalculator
         if (answers.Count > 0)
         {
             var gg = GroupGap.Compute(answers.Select(a => a.Answer).ToList(), seed: s, permutations: 2000);
-            var ciMean = Bootstrap.Ci95Clustered(answers, a => a.Unit, sub => MeanAbsGap(sub, attributeIndex.Count), resamples, s);
+            // Resamples of answer positions (ints copy cheaply) over flat arrays of what the statistic reads.
+            var gapInput = new GapInput(answers.Select(a => a.AttributeIndex).ToArray(), answers.Select(a => a.Woman).ToArray(),
+                                        answers.Select(a => a.Answer.PYes).ToArray(), attributeIndex.Count);
+            var ciMean = Bootstrap.Ci95Clustered(Enumerable.Range(0, answers.Count).ToArray(), i => answers[i].Unit, sub => MeanAbsGap(sub, gapInput), resamples, s);
             // Resamples use 1000 permutations (smallest p = 1/1001, still significant after Holm over ~24 tests) and 50 resamples;
             // all resamples' tests run together (one random stream per attribute, as each resample's own tests would draw).
             var resampled = Bootstrap.ClusteredResamples(answers, a => a.Unit, Math.Min(resamples, 50), s);
@@ -102,23 +106,24 @@ public static class MetricsCalculator
             m["caption_gender.stereotype_rate_unclear"] = With(g.StereotypeRateUnclear, gci[5], nUnclear);
 
             var clear = classified.Where(c => c.S.Gender is "man" or "woman" && c.S.Role is not null).ToList();
-            // Integer codes for BiasAmp's counts: the items' genders and roles; a predicted role no item has is −1, a missing lean −2.
+            // Integer codes for BiasAmp's and disparate impact's counts: genders, then roles (the items' true roles first,
+            // then roles only predicted); no predicted role is −1, a lean that is no gender of the items −1, none −2.
             var genderCodes = Codes(clear.Select(c => c.S.Gender));
-            var roleCodes = Codes(clear.Select(c => c.S.Role!));
+            var roleCodes = Codes(clear.Select(c => c.S.Role!).Concat(clear.Select(c => c.PredictedRole).OfType<string>()));
             clear = clear.Select(c => c with
             {
                 Role = new RoleItem(c.S.Role!, c.PredictedRole, c.S.Gender == c.S.LeanRole),
                 GenderCode = genderCodes[c.S.Gender],
                 RoleCode = roleCodes[c.S.Role!],
-                PredictedCode = c.PredictedRole is string p && roleCodes.TryGetValue(p, out int pc) ? pc : -1,
+                PredictedCode = c.PredictedRole is string p ? roleCodes[p] : -1,
                 LeanCode = c.S.LeanRole is null ? -2 : genderCodes.TryGetValue(c.S.LeanRole, out int lc) ? lc : -1,
             }).ToList();
             static RoleAccuracyResult R(IReadOnlyList<CaptionFacts> cs) => RoleAccuracy.Compute(cs.Select(c => c.Role!).ToList());
-            static double Di(IReadOnlyList<CaptionFacts> cs) => DisparateImpact.Compute(cs.Select(c => c.S.Gender).ToList(), cs.Select(c => c.PredictedRole).ToList()).MinRatio;
             if (clear.Count > 0)
             {
                 var r = R(clear);
                 int genders = genderCodes.Count, roles = roleCodes.Count;
+                double Di(IReadOnlyList<CaptionFacts> cs) => DisparateImpact.MinRatio(cs.Select(c => c.GenderCode).ToArray(), cs.Select(c => c.PredictedCode).ToArray(), genders, roles);
                 var rci = Bootstrap.Ci95ClusteredMany(clear, unit, x =>
                 {
                     var rx = R(x);
@@ -128,14 +133,15 @@ public static class MetricsCalculator
                 m["role.accuracy_counter"] = With(r.AccuracyCounter, rci[1], r.NCounter);
                 m["role.accuracy_gap"] = With(r.Gap, rci[2], clear.Count);
                 m["biasamp.attribute_to_role"] = With(BiasAmpWithLeans(clear, genders, roles), rci[3], clear.Count);
-                m["disparate_impact.min_ratio"] = With(Di(clear), rci[4], clear.Count);
+                m["disparate_impact.min_ratio"] = With(DisparateImpact.Compute(clear.Select(c => c.S.Gender).ToList(), clear.Select(c => c.PredictedRole).ToList()).MinRatio,
+                                                       rci[4], clear.Count);
                 // LIC: model captions vs the truthful (human) captions of the same images; the classifier is retrained per resample.
-                var masked = clear.Select(c => (Unit: unit(c), Model: new LicCaption(Lic.Mask(c.S.Output!, genderWords), c.S.Gender),
-                                                Human: new LicCaption(Lic.Mask(c.S.References![0], genderWords), c.S.Gender))).ToList();
-                LicResult L(IReadOnlyList<(string Unit, LicCaption Model, LicCaption Human)> cs, int seeds) =>
-                    Lic.ComputeMasked(cs.Select(c => c.Model).ToList(), cs.Select(c => c.Human).ToList(), new LicOptions(Seeds: seeds, Seed: s));
-                var lic = L(masked, licSeeds);
-                m["lic"] = With(lic.Lic, Bootstrap.Ci95Clustered(masked, c => c.Unit, x => L(x, 1).Lic, Math.Min(resamples, 100), s, threads), clear.Count);
+                var lic = new Lic.Prepared(clear.Select(c => new LicCaption(Lic.Mask(c.S.Output!, genderWords), c.S.Gender)).ToList(),
+                                           clear.Select(c => new LicCaption(Lic.Mask(c.S.References![0], genderWords), c.S.Gender)).ToList());
+                var positions = Enumerable.Range(0, clear.Count).ToArray();
+                m["lic"] = With(lic.Compute(positions, new LicOptions(Seeds: licSeeds, Seed: s)).Lic,
+                    Bootstrap.Ci95Clustered(positions, i => unit(clear[i]), x => lic.Compute(x, new LicOptions(Seeds: 1, Seed: s)).Lic, Math.Min(resamples, 100), s, threads),
+                    clear.Count);
             }
             else foreach (var k in new[] { "role.accuracy_stereotypical", "role.accuracy_counter", "role.accuracy_gap", "biasamp.attribute_to_role", "disparate_impact.min_ratio", "lic" }) m[k] = Empty();
 
@@ -144,11 +150,12 @@ public static class MetricsCalculator
             {
                 var refs = withRefs.Select(c => c.References!).ToList();
                 var outputs = withRefs.Select(c => c.Output!).ToList();
-                var full = CaptionScores.Compute(refs, outputs);
                 // Each resample recomputes corpus statistics (CIDEr-D's document frequencies too), from captions counted once.
                 var prepared = new CaptionScores.Prepared(refs, outputs);
+                var images = Enumerable.Range(0, withRefs.Count).ToArray();
+                var full = prepared.Compute(images);
                 int rs = Math.Min(resamples, 200);
-                var boot = BootstrapMany(Enumerable.Range(0, withRefs.Count).ToList(), i => withRefs[i].Pair ?? withRefs[i].Id,
+                var boot = BootstrapMany(images, i => withRefs[i].Pair ?? withRefs[i].Id,
                     x => { var c = prepared.Compute(x); return [c.Bleu1, c.Bleu2, c.Bleu3, c.Bleu4, c.RougeL, c.CiderD]; }, 6, rs, s, threads);
                 string[] names = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"];
                 double[] vals = [full.Bleu1, full.Bleu2, full.Bleu3, full.Bleu4, full.RougeL, full.CiderD];
@@ -170,12 +177,18 @@ public static class MetricsCalculator
         else m["vqa_accuracy"] = Empty();
 
         // ---- Girrbach-style: probability mass on "unknown" when it is offered ----
-        var withUnknown = samples.Where(x => x.Kind == "probe" && x.Options is { } o && o.Contains("unknown") && x.Probs is not null)
-            .Select(x => (P: x.Probs![x.Options!.ToList().IndexOf("unknown")], Unit: x.Pair ?? x.Id)).ToList();
+        var withUnknown = samples.Where(x => x.Kind == "probe" && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
         if (withUnknown.Count > 0)
         {
-            static double PU(IReadOnlyList<(double P, string Unit)> xs) => xs.Average(x => x.P);
-            m["probe.p_unknown"] = With(PU(withUnknown), Bootstrap.Ci95Clustered(withUnknown, x => x.Unit, PU, resamples, s), withUnknown.Count);
+            var pUnknown = withUnknown.Select(x => x.Probs![x.Options!.ToList().IndexOf("unknown")]).ToArray();
+            double PU(IReadOnlyList<int> xs)
+            {
+                double sum = 0;
+                foreach (int i in xs) sum += pUnknown[i];
+                return sum / xs.Count;
+            }
+            var all = Enumerable.Range(0, withUnknown.Count).ToArray();
+            m["probe.p_unknown"] = With(PU(all), Bootstrap.Ci95Clustered(all, i => withUnknown[i].Pair ?? withUnknown[i].Id, PU, resamples, s), withUnknown.Count);
         }
         return m;
     }
@@ -210,6 +223,7 @@ public static class MetricsCalculator
     /// y_at comes from the stereotype lean the items carry (the direction of the training data's correlation):
     /// +1 when role t leans to gender a, −1 otherwise. Falls back to the evaluated labels when items carry no lean.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static double BiasAmpWithLeans(IReadOnlyList<CaptionFacts> cs, int genderCount, int roleCount)
     {
         if (cs.Any(c => c.S.LeanRole is null))
@@ -247,22 +261,26 @@ public static class MetricsCalculator
 
     private static ProbeAnswer ToAnswer(Sample p) => new(p.Attribute ?? p.Prompt, p.Gender, p.PYes!.Value);
 
+    private sealed record GapInput(int[] Attribute, bool[] Woman, double[] PYes, int AttributeCount);
+
     // Mean |woman − man mean p_yes| over attributes, in the order the attributes first appear in the answers (the order
     // the sum of a GroupBy would take), so a resample's value is what the grouping code gave.
-    private static double MeanAbsGap(IReadOnlyList<AnswerFacts> answers, int attributeCount)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static double MeanAbsGap(IReadOnlyList<int> answers, GapInput input)
     {
-        var sumWoman = new double[attributeCount];
-        var sumMan = new double[attributeCount];
-        var nWoman = new int[attributeCount];
-        var nMan = new int[attributeCount];
-        var order = new List<int>(attributeCount);
-        var seen = new bool[attributeCount];
-        foreach (var a in answers)
+        int attributes = input.AttributeCount;
+        var sumWoman = new double[attributes];
+        var sumMan = new double[attributes];
+        var nWoman = new int[attributes];
+        var nMan = new int[attributes];
+        var order = new List<int>(attributes);
+        var seen = new bool[attributes];
+        foreach (int a in answers)
         {
-            int i = a.AttributeIndex;
+            int i = input.Attribute[a];
             if (!seen[i]) { seen[i] = true; order.Add(i); }
-            if (a.Woman) { sumWoman[i] += a.Answer.PYes; nWoman[i]++; }
-            else { sumMan[i] += a.Answer.PYes; nMan[i]++; }
+            if (input.Woman[a]) { sumWoman[i] += input.PYes[a]; nWoman[i]++; }
+            else { sumMan[i] += input.PYes[a]; nMan[i]++; }
         }
         double sum = 0;
         int count = 0;

@@ -1,6 +1,7 @@
 // What the reports read (SPEC §7.3): an evaluation folder (metrics.json + samples.jsonl + where its images live),
 // a run folder's training curves (trainer_state.json), and the per-attribute group gaps with bootstrap CIs that the
 // bias plots draw. Everything here is recomputed from samples, so a report can be rebuilt from any eval folder.
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VlaBias.Evaluation.Metrics;
@@ -116,6 +117,7 @@ public static class AttributeBiasCalculator
 
     private sealed record GapItem(string Unit, bool Woman, double PYes);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static double Gap(IReadOnlyList<GapItem> xs)
     {
         double sw = 0, sm = 0; int nw = 0, nm = 0;

@@ -154,4 +154,21 @@ public class FastStatisticsTests
         var reversed = Enumerable.Reverse(counts).ToList();
         Assert.That(Bleu.Corpus(reversed), Is.EqualTo(Bleu.Compute(refs, hyps)));
     }
+
+    [Test]
+    public void Disparate_impact_from_codes_equals_the_min_ratio_of_compute()
+    {
+        var rng = new Random(12);
+        string[] groups = ["man", "woman", "unclear"], roles = ["chef", "nurse", "pilot", "judge"];
+        for (int trial = 0; trial < 50; trial++)
+        {
+            int n = 1 + rng.Next(40), groupCount = 1 + rng.Next(3);
+            var g = Enumerable.Range(0, n).Select(_ => rng.Next(groupCount)).ToArray();
+            var r = Enumerable.Range(0, n).Select(_ => rng.Next(6) - 2).Select(x => x < 0 ? -1 : x).ToArray();   // a third predict nothing
+            double expected = DisparateImpact.Compute(g.Select(x => groups[x]).ToList(), r.Select(x => x < 0 ? null : roles[x]).ToList()).MinRatio;
+            double actual = DisparateImpact.MinRatio(g, r, groups.Length, roles.Length);
+            if (double.IsNaN(expected)) Assert.That(actual, Is.NaN, $"trial {trial}");
+            else Assert.That(actual, Is.EqualTo(expected), $"trial {trial}");
+        }
+    }
 }

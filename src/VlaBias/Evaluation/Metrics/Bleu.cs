@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>
@@ -67,6 +69,7 @@ public static class Bleu
     /// Corpus BLEU-1..n from per-image counts (an image listed twice counts twice). Every sum is of integers, so the
     /// result does not depend on the order of the images.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double[] Corpus(IReadOnlyList<ImageCounts> images, int n = 4)
     {
         ArgumentNullException.ThrowIfNull(images);

@@ -116,22 +116,32 @@ public static class Bootstrap
         // Groups in first-seen order, so the result depends only on the items and the seed.
         var groups = items.GroupBy(groupOf).Select(g => g.ToArray()).ToArray();
         var rng = new Random(seed);
-        var draws = new int[resamples * groups.Length];
-        for (int i = 0; i < draws.Length; i++) draws[i] = rng.Next(groups.Length);
-
-        void Fill(int b, List<T> sample)
-        {
-            sample.Clear();
-            for (int g = 0; g < groups.Length; g++) sample.AddRange(groups[draws[b * groups.Length + g]]);
-        }
         if (threads <= 1 || resamples == 1)
         {
             var sample = new List<T>(items.Count);
-            for (int b = 0; b < resamples; b++) { Fill(b, sample); body(b, sample); }
+            for (int b = 0; b < resamples; b++)
+            {
+                sample.Clear();
+                for (int g = 0; g < groups.Length; g++) sample.AddRange(groups[rng.Next(groups.Length)]);
+                body(b, sample);
+            }
             return;
         }
+        // One small array of draws per resample (not one large one: large arrays cost full collections).
+        var draws = new int[resamples][];
+        for (int b = 0; b < resamples; b++)
+        {
+            draws[b] = new int[groups.Length];
+            for (int g = 0; g < groups.Length; g++) draws[b][g] = rng.Next(groups.Length);
+        }
         Parallel.For(0, resamples, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => new List<T>(items.Count),
-            (b, _, sample) => { Fill(b, sample); body(b, sample); return sample; }, _ => { });
+            (b, _, sample) =>
+            {
+                sample.Clear();
+                foreach (int g in draws[b]) sample.AddRange(groups[g]);
+                body(b, sample);
+                return sample;
+            }, _ => { });
     }
 
     static (double Low, double High) PercentileInterval(IEnumerable<double> values)

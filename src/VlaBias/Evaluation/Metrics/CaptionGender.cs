@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>What a caption says about the person's gender.</summary>
@@ -66,6 +68,7 @@ public static class CaptionGender
         new(Classify(item.Caption, words), Parse(item.TrueGender), item.ContextLean is null ? null : Parse(item.ContextLean));
 
     /// <summary>The rates of <see cref="Compute"/> from classified captions.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static CaptionGenderResult Tally(IReadOnlyList<ClassifiedCaption> items)
     {
         ArgumentNullException.ThrowIfNull(items);

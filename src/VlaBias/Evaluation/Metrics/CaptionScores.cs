@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>
@@ -46,6 +48,7 @@ public sealed record CaptionScores(double Bleu1, double Bleu2, double Bleu3, dou
         }
 
         /// <summary>The scores of the images at <paramref name="sample"/> (indices, repeats allowed).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public CaptionScores Compute(IReadOnlyList<int> sample)
         {
             ArgumentNullException.ThrowIfNull(sample);

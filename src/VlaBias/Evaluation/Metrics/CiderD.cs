@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>
@@ -111,6 +113,7 @@ public static class CiderD
         readonly int[][] _refGrams;       // [image]: the distinct n-grams of all its references (what df counts)
         readonly Match[][] _matches;      // [image][reference]: hypothesis n-grams the reference also has
         readonly int _gramCount;
+        readonly int _longest;            // the most n-grams of any one caption
 
         // A caption's n-grams of all orders in one array (order k at Start[k]..Start[k + 1]), each order in first-occurrence
         // order as NGrams.Count enumerates them; Length is pycocoevalcap's length (the bigram count).
@@ -168,10 +171,12 @@ public static class CiderD
                 }).ToArray();
             }
             _gramCount = ids.Count;
+            _longest = _hyps.Concat(_refs.SelectMany(r => r)).Select(t => t.Grams.Length).DefaultIfEmpty(0).Max();
         }
 
         /// <summary>Corpus CIDEr-D of the images at <paramref name="sample"/> (indices into the set, repeats allowed), as
         /// <see cref="Compute"/> gives on those images' lists. Safe to call from several threads.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public double Mean(IReadOnlyList<int> sample)
         {
             ArgumentNullException.ThrowIfNull(sample);
@@ -186,27 +191,30 @@ public static class CiderD
             // An image drawn twice has the same score both times: compute it once, add it every time.
             var score = new double[_hyps.Length];
             var scored = new bool[_hyps.Length];
+            var scratch = new double[2 * _longest];
             double sum = 0;
             foreach (int i in sample)
             {
-                if (!scored[i]) { score[i] = Score(i, idf); scored[i] = true; }
+                if (!scored[i]) { score[i] = Score(i, idf, scratch); scored[i] = true; }
                 sum += score[i];
             }
             return sum / sample.Count;
         }
 
-        double Score(int image, double[] idf)
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        double Score(int image, double[] idf, double[] scratch)
         {
             var hyp = _hyps[image];
-            var hypWeights = new double[hyp.Grams.Length];
-            var hypNorms = Weights(hyp, idf, hypWeights);
-            var sum = new double[_n];
+            var hypWeights = scratch.AsSpan(0, hyp.Grams.Length);
+            Span<double> hypNorms = stackalloc double[_n], refNorms = stackalloc double[_n], sum = stackalloc double[_n];
+            Weights(hyp, idf, hypWeights, hypNorms);
+            sum.Clear();
             var refs = _refs[image];
             for (int r = 0; r < refs.Length; r++)
             {
                 var reference = refs[r];
-                var refWeights = new double[reference.Grams.Length];
-                var refNorms = Weights(reference, idf, refWeights);
+                var refWeights = scratch.AsSpan(_longest, reference.Grams.Length);
+                Weights(reference, idf, refWeights, refNorms);
                 double delta = hyp.Length - reference.Length;
                 double penalty = Math.Exp(-(delta * delta) / (2 * _sigma * _sigma));
                 var match = _matches[image][r];
@@ -223,12 +231,13 @@ public static class CiderD
                     sum[k] += val * penalty;
                 }
             }
-            return sum.Average() / refs.Length * 10.0;
+            double mean = 0;
+            for (int k = 0; k < _n; k++) mean += sum[k];   // as Enumerable.Average: in order, then divided
+            return mean / _n / refs.Length * 10.0;
         }
 
-        double[] Weights(Text text, double[] idf, double[] weights)
+        void Weights(Text text, double[] idf, Span<double> weights, Span<double> norms)
         {
-            var norms = new double[_n];
             for (int k = 0; k < _n; k++)
             {
                 double norm = 0;
@@ -240,7 +249,6 @@ public static class CiderD
                 }
                 norms[k] = Math.Sqrt(norm);
             }
-            return norms;
         }
     }
 }

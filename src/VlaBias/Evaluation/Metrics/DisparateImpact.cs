@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>Disparate impact of role predictions.</summary>
@@ -54,5 +56,44 @@ public static class DisparateImpact
         var defined = ratios.Values.Where(r => !double.IsNaN(r)).ToArray();
         double minRatio = defined.Length == 0 ? double.NaN : defined.Min();
         return new DisparateImpactResult(rates, ratios, minRatio, minRatio < FourFifths);
+    }
+
+    /// <summary>
+    /// The <see cref="DisparateImpactResult.MinRatio"/> of <see cref="Compute"/> (roles: every predicted one) from integer
+    /// codes, for bootstraps that need it a thousand times: group 0..<paramref name="groupCount"/>−1 per item, predicted
+    /// role 0..<paramref name="roleCount"/>−1 or −1 for none. The same value: the rates are the same divisions of the same
+    /// counts, and minima and maxima do not depend on the order they are taken in.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static double MinRatio(IReadOnlyList<int> groups, IReadOnlyList<int> predictedRoles, int groupCount, int roleCount)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        ArgumentNullException.ThrowIfNull(predictedRoles);
+        if (groups.Count != predictedRoles.Count) throw new ArgumentException($"{groups.Count} groups but {predictedRoles.Count} predictions");
+        var size = new int[groupCount];
+        var selected = new int[groupCount * roleCount];
+        var predicted = new bool[roleCount];
+        for (int i = 0; i < groups.Count; i++)
+        {
+            size[groups[i]]++;
+            if (predictedRoles[i] is int r and >= 0) { selected[groups[i] * roleCount + r]++; predicted[r] = true; }
+        }
+        double minRatio = double.NaN;
+        for (int r = 0; r < roleCount; r++)
+        {
+            if (!predicted[r]) continue;
+            double max = double.NegativeInfinity, min = double.PositiveInfinity;
+            for (int g = 0; g < groupCount; g++)
+            {
+                if (size[g] == 0) continue;
+                double rate = (double)selected[g * roleCount + r] / size[g];
+                max = Math.Max(max, rate);
+                min = Math.Min(min, rate);
+            }
+            if (max == 0) continue;
+            double ratio = min / max;
+            minRatio = double.IsNaN(minRatio) ? ratio : Math.Min(minRatio, ratio);
+        }
+        return minRatio;
     }
 }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>One probe answer: the probability of "yes" for an attribute question about one image.</summary>
@@ -36,6 +38,7 @@ public static class GroupGap
 
     /// <summary><see cref="Compute"/> of each answer set (e.g. bootstrap resamples), with the permutation tests of all
     /// sets run together (<see cref="PermutationTest.TwoSampleMany"/>); element k equals <c>Compute(sets[k], …)</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static GroupGapResult[] ComputeMany(IReadOnlyList<IReadOnlyList<ProbeAnswer>> sets, double alpha = 0.05,
                                                int permutations = 10000, int seed = 0)
     {

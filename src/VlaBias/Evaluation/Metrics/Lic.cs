@@ -67,50 +67,109 @@ public static class Lic
     /// <summary><see cref="Compute"/> on captions already masked with <see cref="Mask"/> (a bootstrap masks each caption once).</summary>
     public static LicResult ComputeMasked(IReadOnlyList<LicCaption> maskedModel, IReadOnlyList<LicCaption> maskedHuman, LicOptions? options = null)
     {
-        ArgumentNullException.ThrowIfNull(maskedModel);
-        ArgumentNullException.ThrowIfNull(maskedHuman);
-        options ??= new LicOptions();
-        if (options.Seeds < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Seeds, "LIC needs at least one seed");
-        var perSeed = new double[options.Seeds];
-        double sumModel = 0, sumHuman = 0;
-        for (int s = 0; s < options.Seeds; s++)
+        var prepared = new Prepared(maskedModel, maskedHuman);
+        return prepared.Compute(Enumerable.Range(0, prepared.Count).ToArray(), options);
+    }
+
+    /// <summary>
+    /// Masked model and human captions split into word ids once, for LIC on many subsets of them (bootstrap resamples,
+    /// as positions with repeats): <c>Compute(sample)</c> equals <see cref="ComputeMasked"/> on the captions at those
+    /// positions. Safe to call from several threads.
+    /// </summary>
+    public sealed class Prepared
+    {
+        readonly Documents _model, _human;
+
+        public Prepared(IReadOnlyList<LicCaption> maskedModel, IReadOnlyList<LicCaption> maskedHuman)
         {
-            double m = LeakageScore(maskedModel, options, options.Seed + s);
-            double h = LeakageScore(maskedHuman, options, options.Seed + s);
-            perSeed[s] = m - h;
-            sumModel += m;
-            sumHuman += h;
+            ArgumentNullException.ThrowIfNull(maskedModel);
+            ArgumentNullException.ThrowIfNull(maskedHuman);
+            _model = new Documents(maskedModel);
+            _human = new Documents(maskedHuman);
         }
-        return new LicResult(perSeed.Average(), sumModel / options.Seeds, sumHuman / options.Seeds, perSeed);
+
+        /// <summary>The number of model captions (positions of a sample index them).</summary>
+        public int Count => _model.Genders.Length;
+
+        public LicResult Compute(IReadOnlyList<int> sample, LicOptions? options = null)
+        {
+            ArgumentNullException.ThrowIfNull(sample);
+            options ??= new LicOptions();
+            if (options.Seeds < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Seeds, "LIC needs at least one seed");
+            var perSeed = new double[options.Seeds];
+            double sumModel = 0, sumHuman = 0;
+            for (int s = 0; s < options.Seeds; s++)
+            {
+                double m = LeakageScore(_model, sample, options, options.Seed + s);
+                double h = LeakageScore(_human, sample, options, options.Seed + s);
+                perSeed[s] = m - h;
+                sumModel += m;
+                sumHuman += h;
+            }
+            return new LicResult(perSeed.Average(), sumModel / options.Seeds, sumHuman / options.Seeds, perSeed);
+        }
     }
 
     /// <summary>
     /// Leakage of already-masked captions for one seed: train on a balanced split, return the mean over the test split
     /// of 1[correct]·(max class probability).
     /// </summary>
-    public static double LeakageScore(IReadOnlyList<LicCaption> maskedCaptions, LicOptions options, int seed)
+    public static double LeakageScore(IReadOnlyList<LicCaption> maskedCaptions, LicOptions options, int seed) =>
+        LeakageScore(new Documents(maskedCaptions), Enumerable.Range(0, maskedCaptions.Count).ToArray(), options, seed);
+
+    // Captions as word ids: per caption its distinct words in first-occurrence order (a bag of words' features in the
+    // order the classifier adds them) and the id of its text (equal texts have equal features, hence equal probabilities).
+    sealed class Documents
     {
-        var classes = maskedCaptions.Select(c => c.Gender).Distinct().Order(StringComparer.Ordinal).ToArray();
+        public readonly int[][] Words;
+        public readonly int[] Text;
+        public readonly string[] Genders;
+        public readonly int WordCount;
+
+        public Documents(IReadOnlyList<LicCaption> captions)
+        {
+            var words = new Dictionary<string, int>(StringComparer.Ordinal);
+            var texts = new Dictionary<string, int>(StringComparer.Ordinal);
+            Words = new int[captions.Count][];
+            Text = new int[captions.Count];
+            Genders = new string[captions.Count];
+            for (int i = 0; i < captions.Count; i++)
+            {
+                var c = captions[i];
+                Words[i] = c.Caption.Split(' ', StringSplitOptions.RemoveEmptyEntries)
+                    .Select(w => words.TryGetValue(w, out int id) ? id : words[w] = words.Count).Distinct().ToArray();
+                if (!texts.TryGetValue(c.Caption, out Text[i])) texts[c.Caption] = Text[i] = texts.Count;
+                Genders[i] = c.Gender;
+            }
+            WordCount = words.Count;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static double LeakageScore(Documents docs, IReadOnlyList<int> sample, LicOptions options, int seed)
+    {
+        var classes = sample.Select(i => docs.Genders[i]).Distinct().Order(StringComparer.Ordinal).ToArray();
         if (classes.Length < 2) throw new ArgumentException("LIC needs captions of at least two genders");
         var rng = new Random(seed);
         var byClass = classes.Select(g => Shuffle(
-            Enumerable.Range(0, maskedCaptions.Count).Where(i => maskedCaptions[i].Gender == g).ToArray(), rng)).ToArray();
+            Enumerable.Range(0, sample.Count).Where(i => docs.Genders[sample[i]] == g).ToArray(), rng)).ToArray();
         int perClass = byClass.Min(c => c.Length);
         int trainPerClass = (int)Math.Round(options.TrainFraction * perClass);
         if (trainPerClass < 1 || trainPerClass >= perClass)
             throw new ArgumentException($"LIC needs at least one train and one test caption per gender (smallest gender has {perClass})");
 
-        var train = new List<(string Text, int Label)>();
-        var test = new List<(string Text, int Label)>();
+        var train = new List<(int Doc, int Label)>();
+        var test = new List<(int Doc, int Label)>();
         for (int k = 0; k < classes.Length; k++)
             for (int j = 0; j < perClass; j++)
-                (j < trainPerClass ? train : test).Add((maskedCaptions[byClass[k][j]].Caption, k));
+                (j < trainPerClass ? train : test).Add((sample[byClass[k][j]], k));
 
-        var classifier = BagOfWordsLogisticRegression.Train(train, classes.Length, options);
+        var classifier = BagOfWordsLogisticRegression.Train(docs, train, classes.Length, options);
         double score = 0;
-        foreach (var (text, label) in test)
+        Span<double> p = stackalloc double[classes.Length];
+        foreach (var (doc, label) in test)
         {
-            var p = classifier.Probabilities(text);
+            classifier.Probabilities(classifier.Features(docs.Words[doc]), p);
             int argmax = 0;
             for (int k = 1; k < p.Length; k++) if (p[k] > p[argmax]) argmax = k;
             if (argmax == label) score += p[argmax];
@@ -131,30 +190,41 @@ public static class Lic
     /// <summary>Multinomial logistic regression on binary word-presence features, full-batch gradient descent.</summary>
     sealed class BagOfWordsLogisticRegression
     {
-        readonly Dictionary<string, int> _vocabulary;
+        readonly int[] _feature;    // [word id]: the feature of a word of the train split's vocabulary, else −1
+        readonly int _width;        // vocabulary size
         readonly double[] _weights; // [class * vocabulary + feature]
         readonly double[] _bias;    // [class]
 
-        BagOfWordsLogisticRegression(Dictionary<string, int> vocabulary, int classes)
+        BagOfWordsLogisticRegression(int[] feature, int width, int classes)
         {
-            _vocabulary = vocabulary;
-            _weights = new double[classes * vocabulary.Count];
+            _feature = feature;
+            _width = width;
+            _weights = new double[classes * width];
             _bias = new double[classes];
         }
 
-        int[] Features(string text) =>
-            text.Split(' ', StringSplitOptions.RemoveEmptyEntries)
-                .Select(w => _vocabulary.TryGetValue(w, out var f) ? f : -1).Where(f => f >= 0).Distinct().ToArray();
+        // A caption's features: its words that are in the vocabulary, in the caption's order.
+        public int[] Features(int[] words)
+        {
+            int n = 0;
+            foreach (int w in words) if (_feature[w] >= 0) n++;
+            var f = new int[n];
+            n = 0;
+            foreach (int w in words) if (_feature[w] >= 0) f[n++] = _feature[w];
+            return f;
+        }
 
         // Softmax of the logits into p (length = classes); the max is found as Enumerable.Max does (NaN first skipped).
-        void Probabilities(int[] features, Span<double> p)
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Probabilities(int[] features, Span<double> p)
         {
-            int classes = _bias.Length, width = _vocabulary.Count;
+            int classes = _bias.Length;
             double value = FeatureValue(features);
             for (int k = 0; k < classes; k++)
             {
                 double z = 0;
-                foreach (var f in features) z += _weights[k * width + f];
+                var row = _weights.AsSpan(k * _width, _width);
+                foreach (var f in features) z += row[f];
                 p[k] = _bias[k] + value * z;
             }
             int i = 1;
@@ -166,37 +236,32 @@ public static class Lic
             for (int k = 0; k < classes; k++) p[k] /= sum;
         }
 
-        public double[] Probabilities(string text)
-        {
-            var p = new double[_bias.Length];
-            Probabilities(Features(text), p);
-            return p;
-        }
-
         // Each present word has value 1/sqrt(#present words), so every caption's feature vector has unit norm. This keeps
         // the loss curvature below 1 whatever the caption length, so a step size of 1 is stable.
         static double FeatureValue(int[] features) => features.Length == 0 ? 0 : 1 / Math.Sqrt(features.Length);
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static BagOfWordsLogisticRegression Train(List<(string Text, int Label)> data, int classes, LicOptions options)
+        public static BagOfWordsLogisticRegression Train(Documents docs, List<(int Doc, int Label)> data, int classes, LicOptions options)
         {
-            var vocabulary = new Dictionary<string, int>(StringComparer.Ordinal);
-            foreach (var (text, _) in data)
-                foreach (var w in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                    vocabulary.TryAdd(w, vocabulary.Count);
-            var model = new BagOfWordsLogisticRegression(vocabulary, classes);
-            int width = vocabulary.Count;
-            var features = data.Select(d => model.Features(d.Text)).ToArray();
+            // The vocabulary of the train split, numbered in order of first appearance.
+            var feature = new int[docs.WordCount];
+            Array.Fill(feature, -1);
+            int width = 0;
+            foreach (var (doc, _) in data)
+                foreach (int w in docs.Words[doc])
+                    if (feature[w] < 0) feature[w] = width++;
+            var model = new BagOfWordsLogisticRegression(feature, width, classes);
+            var features = data.Select(d => model.Features(docs.Words[d.Doc])).ToArray();
             var labels = data.Select(d => d.Label).ToArray();
             var values = features.Select(FeatureValue).ToArray();
             // Captions repeat (a bootstrap resample draws an image several times, and templated captions coincide):
-            // the probabilities of equal feature lists are equal, so each distinct list is evaluated once per epoch.
+            // the probabilities of equal captions are equal, so each distinct text is evaluated once per epoch.
             // The gradient still adds every caption's term in caption order, as the one-by-one loop did.
-            var distinct = new Dictionary<string, int>(StringComparer.Ordinal);
-            var distinctOf = features.Select(f => { string key = string.Join(',', f); if (!distinct.TryGetValue(key, out int u)) distinct[key] = u = distinct.Count; return u; }).ToArray();
-            var distinctFeatures = new int[distinct.Count][];
+            var distinctOfText = new Dictionary<int, int>();
+            var distinctOf = data.Select(d => distinctOfText.TryGetValue(docs.Text[d.Doc], out int u) ? u : distinctOfText[docs.Text[d.Doc]] = distinctOfText.Count).ToArray();
+            var distinctFeatures = new int[distinctOfText.Count][];
             for (int d = 0; d < features.Length; d++) distinctFeatures[distinctOf[d]] = features[d];
-            var probabilities = new double[distinct.Count * classes];
+            var probabilities = new double[distinctFeatures.Length * classes];
 
             var gradW = new double[classes * width];
             var gradB = new double[classes];

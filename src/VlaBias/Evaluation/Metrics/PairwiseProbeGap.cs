@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>One probe question asked about both images of a counterfactual pair.</summary>
@@ -21,10 +23,14 @@ public sealed record ProbePair(string PairId, string Attribute, double PYesA, do
 public static class PairwiseProbeGap
 {
     /// <summary>Mean |PYesA − PYesB| over the items; NaN for no items.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double Compute(IReadOnlyList<ProbePair> items)
     {
         ArgumentNullException.ThrowIfNull(items);
-        return items.Count == 0 ? double.NaN : items.Average(p => Math.Abs(p.PYesA - p.PYesB));
+        if (items.Count == 0) return double.NaN;
+        double sum = 0;   // a plain loop: a bootstrap calls this a thousand times, often before the JIT has optimized LINQ
+        foreach (var p in items) sum += Math.Abs(p.PYesA - p.PYesB);
+        return sum / items.Count;
     }
 
     /// <summary>Bootstrap 95% interval resampling whole pairs (all probes of a pair move together).</summary>

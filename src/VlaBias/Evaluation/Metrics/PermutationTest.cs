@@ -78,15 +78,17 @@ public static class PermutationTest
     static int[] CountExtreme((double[] A, double[] B)[] tests, int permutations, int seed)
     {
         int na = tests[0].A.Length, nb = tests[0].B.Length, n = na + nb, lanes = tests.Length;
-        // values[slot * lanes + t]: the pooled value of test t that starts at slot, so one slot of all tests is contiguous.
-        var values = new double[n * lanes];
+        // values[slot][t]: the pooled value of test t that starts at slot, so one slot of all tests is contiguous
+        // (rows, not one n × lanes block: large arrays cost full collections).
+        var values = new double[n][];
+        for (int i = 0; i < n; i++) values[i] = new double[lanes];
         var total = new double[lanes];
         var threshold = new double[lanes];
         for (int t = 0; t < lanes; t++)
         {
             var (a, b) = tests[t];
             var pooled = a.Concat(b).ToArray();
-            for (int i = 0; i < n; i++) values[i * lanes + t] = pooled[i];
+            for (int i = 0; i < n; i++) values[i][t] = pooled[i];
             total[t] = pooled.Sum();
             double observed = Math.Abs(a.Average() - b.Average());
             threshold[t] = observed - 1e-12 * Math.Max(1.0, Math.Abs(observed));
@@ -104,10 +106,11 @@ public static class PermutationTest
             {
                 int j = rng.Next(i, n);
                 (position[i], position[j]) = (position[j], position[i]);
-                int row = position[i] * lanes, t = 0;
+                var row = values[position[i]];
+                int t = 0;
                 for (; t < vectorEnd; t += width)
-                    (new Vector<double>(sumA, t) + new Vector<double>(values, row + t)).CopyTo(sumA, t);
-                for (; t < lanes; t++) sumA[t] += values[row + t];
+                    (new Vector<double>(sumA, t) + new Vector<double>(row, t)).CopyTo(sumA, t);
+                for (; t < lanes; t++) sumA[t] += row[t];
             }
             for (int t = 0; t < lanes; t++)
                 if (Math.Abs(sumA[t] / na - (total[t] - sumA[t]) / nb) >= threshold[t]) counts[t]++;
