@@ -102,10 +102,14 @@ public static class AttributeBiasCalculator
         var attributes = answers.GroupBy(a => a.Attribute ?? a.Prompt)
             .Select(g => (g.Key, Split: g.First().AttributeSplit ?? "train", Items: g.Select(a => new GapItem(a.Pair ?? a.Id, a.Gender == "woman", a.PYes!.Value)).ToArray()))
             .ToArray();
-        // Attributes are independent bootstraps with their own draws: computed side by side, stored by index.
+        // Attributes are independent bootstraps with their own draws: computed side by side, stored by index. A resample
+        // is a list of positions (ints copy cheaply) into the attribute's items.
         var intervals = new (double Low, double High)[attributes.Length];
-        Parallel.For(0, attributes.Length, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
-            i => intervals[i] = Bootstrap.Ci95Clustered(attributes[i].Items, a => a.Unit, Gap, Math.Max(1, resamples), seed));
+        Parallel.For(0, attributes.Length, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
+        {
+            var items = attributes[i].Items;
+            intervals[i] = Bootstrap.Ci95Clustered(Enumerable.Range(0, items.Length).ToArray(), k => items[k].Unit, sample => Gap(items, sample), Math.Max(1, resamples), seed);
+        });
         var list = new List<AttributeBias>();
         for (int i = 0; i < attributes.Length; i++)
         {
@@ -118,11 +122,12 @@ public static class AttributeBiasCalculator
     private sealed record GapItem(string Unit, bool Woman, double PYes);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static double Gap(IReadOnlyList<GapItem> xs)
+    private static double Gap(GapItem[] items, IReadOnlyList<int> sample)
     {
         double sw = 0, sm = 0; int nw = 0, nm = 0;
-        foreach (var x in xs)
+        foreach (int i in sample)
         {
+            var x = items[i];
             if (x.Woman) { sw += x.PYes; nw++; }
             else { sm += x.PYes; nm++; }
         }

@@ -77,6 +77,7 @@ public static class PermutationTest
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static int[] CountExtreme((double[] A, double[] B)[] tests, int permutations, int seed)
     {
+        if (tests.Length == 1) return [CountExtreme(tests[0].A, tests[0].B, permutations, seed)];
         int na = tests[0].A.Length, nb = tests[0].B.Length, n = na + nb, lanes = tests.Length;
         // values[slot][t]: the pooled value of test t that starts at slot, so one slot of all tests is contiguous
         // (rows, not one n × lanes block: large arrays cost full collections).
@@ -116,6 +117,30 @@ public static class PermutationTest
                 if (Math.Abs(sumA[t] / na - (total[t] - sumA[t]) / nb) >= threshold[t]) counts[t]++;
         }
         return counts;
+    }
+
+    // One test: TwoSample's loop, on the same random stream without Random's virtual calls.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static int CountExtreme(double[] a, double[] b, int permutations, int seed)
+    {
+        var pooled = a.Concat(b).ToArray();
+        double total = pooled.Sum();
+        double observed = Math.Abs(a.Average() - b.Average());
+        double threshold = observed - 1e-12 * Math.Max(1.0, Math.Abs(observed));
+        var rng = new SubtractiveRandom(seed);
+        int count = 0, n = pooled.Length, na = a.Length, nb = b.Length;
+        for (int p = 0; p < permutations; p++)
+        {
+            double sumA = 0;
+            for (int i = 0; i < na; i++)
+            {
+                int j = rng.Next(i, n);
+                (pooled[i], pooled[j]) = (pooled[j], pooled[i]);
+                sumA += pooled[i];
+            }
+            if (Math.Abs(sumA / na - (total - sumA) / nb) >= threshold) count++;
+        }
+        return count;
     }
 }
 
