@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Serilog;
+using VlaBias.Data;
 using VlaBias.Evaluation;
 
 namespace VlaBias.Cli.Commands;
@@ -18,7 +19,7 @@ public static class EvalCommand
         var split = new Option<string?>("--split") { Description = "Override the suite's split (e.g. val)" };
         var bootstrap = new Option<int?>("--bootstrap") { Description = "Bootstrap resamples for the CIs (suite default 1000)" };
         var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N items (quick look)" };
-        var dtype = ModelLoading.DTypeOption();
+        var dtype = ModelOptions.DType();
         var cmd = new Command("eval", "Run an evaluation suite: bias metrics and captioning accuracy with bootstrap 95% CIs.\n\n" +
             "Examples:\n  vlatune eval --model checkpoints/tiny-base --suite eval/suites/scenes.yaml --out eval/runs/base\n" +
             "  vlatune eval --model checkpoints/tiny-base --adapter checkpoints/runs/latest --out eval/runs/tuned\n" +
@@ -37,8 +38,8 @@ public static class EvalCommand
                 r.Override("split", p.GetValue(split));
                 r.Override("bootstrap", p.GetValue(bootstrap));
             });
-            if (s.Manifest == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(s.World);
-            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
+            DefaultData.Ensure(s.Manifest, s.World);
+            var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
             var methods = methodOptions.Read(p, p.GetValue(beams));
             using var applied = methods.Apply(vla);
             var req = new EvalRequest(p.GetValue(model)!, p.GetValue(adapter), s, p.GetValue(outDir)!, Shard.Parse(p.GetValue(shard)), !p.GetValue(noCache), p.GetValue(limit), methods);
@@ -89,23 +90,5 @@ public static class EvalCommand
             return ExitCodes.Ok;
         }));
         return cmd;
-    }
-}
-
-/// <summary>Loads a model folder and, when given, applies a LoRA adapter to it.</summary>
-public static class ModelLoading
-{
-    /// <summary>The --dtype option of the commands that load a model.</summary>
-    public static Option<string> DTypeOption() =>
-        new("--dtype") { Description = "Compute dtype: f32 or bf16 (weights are converted while loading)", DefaultValueFactory = _ => "f32" };
-
-    public static Vla Load(string model, string? adapter, string dtype = "f32")
-    {
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        var vla = Vla.Load(model, VlaBias.Model.ComputeDType.Parse(dtype));
-        var peak = VlaBias.Model.ComputeDType.PeakRssBytes();
-        Serilog.Log.Debug("loaded {Model} in {Dtype} in {Seconds:F1} s; peak memory so far {PeakGb:F2} GB", model, dtype, watch.Elapsed.TotalSeconds, (peak ?? 0) / 1e9);
-        if (adapter is not null) VlaBias.Adapters.LoraAdapter.Load(vla.Model, adapter);
-        return vla;
     }
 }

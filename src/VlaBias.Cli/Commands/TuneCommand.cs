@@ -1,12 +1,13 @@
 using System.CommandLine;
 using Serilog;
+using VlaBias.Data;
 using VlaBias.Recipes;
 using VlaBias.Training;
 
 namespace VlaBias.Cli.Commands;
 
 /// <summary>
-/// vlatune [tune]: the LoRA debiasing run (SPEC §6). Every recipe key is also a command-line option (snake_case key →
+/// vlatune [tune]: the debiasing run (Training/DebiasTrainer.cs). Every recipe key is also a command-line option (snake_case key →
 /// --kebab-case option); the command line wins over the recipe (default recipes/default.yaml).
 /// </summary>
 public static class TuneCommand
@@ -39,29 +40,24 @@ public static class TuneCommand
             {
                 r.Override("resume", "true");
                 if (p.GetValue(keyed.First(k => k.key == "name").option) is null)
-                {
-                    var runs = r.Str("runs_dir", "checkpoints/runs");
-                    var latest = new FileInfo(Path.Combine(runs, "latest"));
-                    if (latest.LinkTarget is null) throw new BadInputException($"--resume: give --name (no {runs}/latest link)");
-                    r.Override("name", Path.GetFileName(latest.LinkTarget));
-                }
+                    r.Override("name", RunFolder.LatestName(r.Str("runs_dir", "checkpoints/runs")));
             }
             if (p.GetResult(Cli.Common.Seed) is not null) r.Override("seed", p.GetValue(Cli.Common.Seed));
             var cfg = TuneConfig.From(r);
             r.CheckAllUsed();
-            if (cfg.Data == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(cfg.World);
+            DefaultData.Ensure(cfg.Data, cfg.World);
             var result = ProgressDisplay.Run("tune", prog => DebiasTrainer.Run(cfg, r, new SyncProgress<TuneProgress>(x =>
                 prog.Report(new(x.Step, x.MaxSteps, string.Join(" ", x.Terms.Select(t => $"{t.Key} {t.Value:F4}")) +
                     (x.Last is null ? "" : $" | val bias {x.Last.Bias:F4} cider {x.Last.CiderD:F3}")))),
                 onRunDir: dir => Cli.ConfigureLogging(p.GetValue(Cli.Common.Verbose), Path.Combine(dir, "log.jsonl"))));
             Console.WriteLine();
-            Console.WriteLine($"stopped: {result.StopReason}");
+            Console.WriteLine($"stopped: {result.Stop.Text}");
             Console.WriteLine($"steps: {result.Steps}, best adapter from step {result.BestStep}, {result.Elapsed.TotalMinutes:F1} min");
             Console.WriteLine($"run folder: {result.RunDir}");
             var cmp = Path.Combine(result.RunDir, "comparison.md");
             if (File.Exists(cmp)) Console.WriteLine(File.ReadAllText(cmp));
             if (p.GetValue(requireThreshold) && !result.ThresholdReached) return ExitCodes.MissedGoal;
-            return result.StopReason.StartsWith("non-finite", StringComparison.Ordinal) ? ExitCodes.MissedGoal : ExitCodes.Ok;
+            return result.Stop.Kind == StopKind.NonFiniteLoss ? ExitCodes.MissedGoal : ExitCodes.Ok;
         }));
         return cmd;
     }

@@ -1,4 +1,4 @@
-// The manifest of SPEC §5.1: JSON Lines, one ManifestItem per line, image paths relative to the manifest's folder.
+// The manifest: JSON Lines, one ManifestItem per line, image paths relative to the manifest's folder.
 // In: a .jsonl file from `data synth`, an importer, or a person. Out: validated items, or one BadInputException that
 // lists every problem with its line number. Write is atomic: a temporary file in the same folder, then a rename.
 //
@@ -207,6 +207,14 @@ public static class Manifest
 
     /// <summary>One item as its manifest line (no trailing newline).</summary>
     public static string ToLine(ManifestItem item) => JsonSerializer.Serialize(item, Json);
+
+    /// <summary>Writes items read from <paramref name="from"/> to <paramref name="to"/>, image paths made relative to the new folder.</summary>
+    public static void WriteRelocated(string from, string to, IEnumerable<ManifestItem> items)
+    {
+        string srcDir = Path.GetDirectoryName(Path.GetFullPath(from))!, dstDir = Path.GetDirectoryName(Path.GetFullPath(to))!;
+        Directory.CreateDirectory(dstDir);
+        Write(to, srcDir == dstDir ? items : items.Select(i => i with { Image = Path.GetRelativePath(dstDir, Path.Combine(srcDir, i.Image)) }));
+    }
 
     /// <summary>Writes the items as JSON Lines atomically: a half-written manifest never replaces a good one.</summary>
     public static void Write(string path, IEnumerable<ManifestItem> items)

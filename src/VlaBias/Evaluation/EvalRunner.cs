@@ -1,10 +1,10 @@
-// One evaluation run into a folder (SPEC §7.3): suite → items of its split → ImageBank → Evaluator.Collect (with
+// One evaluation run into a folder: suite → items of its split → ImageBank → Evaluator.Collect (with
 // cache and shard) → samples.jsonl → metrics.json → report.md (+ report.html and plots from Reports). A shard run
 // writes only its samples; `Merge` joins shard folders and writes the full outputs, computed by the same code.
 using System.Text.Json.Nodes;
 using Serilog;
 using VlaBias.Data;
-using VlaBias.Training;
+using VlaBias.Images;
 
 namespace VlaBias.Evaluation;
 

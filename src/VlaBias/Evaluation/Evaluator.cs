@@ -1,4 +1,4 @@
-// The evaluator (SPEC §7): runs a suite on a model (+ optional adapter already applied to it) and produces samples,
+// The evaluator: runs a suite on a model (+ optional adapter already applied to it) and produces samples,
 // then metrics. Data flow:
 //   manifest items of the suite's split → work units (caption / probe / fact prompts per item), in a fixed order and
 //   fixed batches → each batch is answered by the model (greedy captions and answers, option probabilities for probes)
@@ -11,7 +11,7 @@ using System.Text;
 using System.Text.Json;
 using VlaBias.Data;
 using VlaBias.Generation;
-using VlaBias.Training;
+using VlaBias.Images;
 using static TorchSharp.torch;
 
 namespace VlaBias.Evaluation;

@@ -1,4 +1,4 @@
-// Text side of a checkpoint folder (SPEC §3.4): the tokenizer (through Microsoft.ML.Tokenizers) and the prompt
+// Text side of a checkpoint folder: the tokenizer (through Microsoft.ML.Tokenizers) and the prompt
 // template. Which tokenizer is used follows the files present:
 //   tokenizer.model              → SentencePiece (Llama family): dummy "▁" prefix on the text's first segment only,
 //                                  BOS added (Hugging Face's LlamaTokenizer with legacy=false)
