@@ -1,4 +1,5 @@
 using NUnit.Framework;
+using TorchSharp;
 using VlaBias.Export;
 using VlaBias.Generation;
 using VlaBias.Model;
@@ -57,7 +58,7 @@ public class EngineTests
     {
         using var torchBatch = PaddedBatch(new TorchEngine(vla));
         using var onnxBatch = PaddedBatch(onnx);
-        Assert.That(onnxBatch.InputIds.equal(torchBatch.InputIds).ToBoolean(), "both engines build the same prompts");
+        Assert.That(onnxBatch.InputIds.data<long>().ToArray(), Is.EqualTo(torchBatch.InputIds.data<long>().ToArray()), "both engines build the same prompts");
         foreach (var options in new[] { GenerationOptions.Greedy(10), new GenerationOptions(8, NumBeams: 3) })
         {
             var torchOut = new TextGenerator(new TorchEngine(vla)).Generate(torchBatch, options);
