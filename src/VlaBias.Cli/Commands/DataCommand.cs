@@ -77,7 +77,7 @@ public static class DataCommand
                 SplitVal = p.GetValue(splitVal), SplitTest = p.GetValue(splitTest), RestSplit = p.GetValue(rest)!, Seed = p.GetValue(Cli.Common.Seed),
                 Probes = probePath == "none" ? null : ProbingSuite.Load(probePath),
             });
-            var bySplit = string.Join(", ", result.Items.GroupBy(i => i.Split).OrderBy(g => g.Key).Select(g => $"{g.Key} {g.Count()}"));
+            var bySplit = string.Join(", ", result.Items.GroupBy(i => i.Split?.Name()).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Key} {g.Count()}"));
             Log.Information("imported {Count} items ({Splits}), {Pairs} counterfactual pairs", result.Items.Count, bySplit, result.Pairs);
             Console.WriteLine(result.ManifestPath);
             return ExitCodes.Ok;

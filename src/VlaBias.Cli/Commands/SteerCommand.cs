@@ -47,7 +47,7 @@ public static class SteerCommand
                 case "mean-diff":
                     var manifest = p.GetValue(data)!;
                     DefaultData.Ensure(manifest, p.GetValue(world)!);
-                    var items = Manifest.Load(manifest).Where(i => i.Split == p.GetValue(split)).ToList();
+                    var items = Manifest.Load(manifest).Where(i => i.Split?.Name() == p.GetValue(split)).ToList();
                     if (items.Count == 0) throw new BadInputException($"{manifest}: no items with split '{p.GetValue(split)}'");
                     vectors = SteeringBuilder.MeanDiff(vla, items, Path.GetDirectoryName(Path.GetFullPath(manifest))!, layerList, captionPrompt);
                     break;

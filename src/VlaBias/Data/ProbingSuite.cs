@@ -57,8 +57,8 @@ public sealed class ProbingSuite
                 foreach (var v in values)
                 {
                     string q = c.Question.Replace("{article}", "aeiou".Contains(v[0]) ? "an" : "a").Replace("{value}", v);
-                    if (withoutUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerYesNo}", Kind = "probe", Attribute = v, AttributeSplit = split, Options = YesNo });
-                    if (withUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerWithUnknown}", Kind = "probe", Attribute = v, AttributeSplit = split, Options = YesNoUnknown });
+                    if (withoutUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerYesNo}", Kind = QuestionKind.Probe, Attribute = v, AttributeSplit = ManifestValues.ParseSplit(split), Options = YesNo });
+                    if (withUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerWithUnknown}", Kind = QuestionKind.Probe, Attribute = v, AttributeSplit = ManifestValues.ParseSplit(split), Options = YesNoUnknown });
                 }
         return result;
     }

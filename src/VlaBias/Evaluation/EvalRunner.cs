@@ -23,7 +23,7 @@ public static class EvalRunner
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var suite = req.Suite;
-        var items = Manifest.Load(suite.Manifest).Where(i => i.Split == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        var items = Manifest.Load(suite.Manifest).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
         if (items.Count == 0) throw new BadInputException($"{suite.Manifest}: no items with split '{suite.Split}' (suite {suite.SourcePath})");
         if (req.Limit is int lim) items = items.Take(lim).ToList();
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;

@@ -1,9 +1,10 @@
-// Metrics of SPEC §7.1–§7.2 computed from samples, each with a bootstrap 95% CI (SPEC §7.3 names). Resampling units:
-// counterfactual pairs for probe metrics (both images of a pair move together), items (pairs kept together where an
+// The bias and accuracy metrics computed from samples, each with a bootstrap 95% CI, under the names of metrics.json.
+// Resampling units: counterfactual pairs for probe metrics (both images of a pair move together), items (pairs kept together where an
 // item has one) for caption and role metrics, questions for VQA. The math lives in Evaluation/Metrics/*; this file
 // only decides which samples feed which metric.
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using VlaBias.Data;
 using VlaBias.Evaluation.Metrics;
 
 namespace VlaBias.Evaluation;
@@ -40,18 +41,18 @@ public static class MetricsCalculator
     {
         var m = new SortedDictionary<string, MetricValue>(StringComparer.Ordinal);
         int s = (int)seed;
-        var captions = samples.Where(x => x.Kind == "caption" && x.Output is not null).ToList();
-        var facts = samples.Where(x => x.Kind == "fact").ToList();
-        var probes = samples.Where(x => x.Kind == "probe" && x.Options is not null && x.Options.Count == 2 && x.PYes is not null).ToList();
+        var captions = samples.Where(x => x.Kind == SampleKind.Caption && x.Output is not null).ToList();
+        var facts = samples.Where(x => x.Kind == SampleKind.Fact).ToList();
+        var probes = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is not null && x.Options.Count == 2 && x.PYes is not null).ToList();
 
         // ---- probes: pairwise gap (train / test attributes) and group gap ----
-        foreach (var split in new[] { "train", "test" })
+        foreach (var split in new[] { Split.Train, Split.Test })
         {
             var pairs = ProbePairs(probes.Where(p => p.AttributeSplit == split));
-            m[$"pairwise_probe_gap.{split}"] = pairs.Count == 0 ? Empty()
+            m[$"pairwise_probe_gap.{split.Name()}"] = pairs.Count == 0 ? Empty()
                 : With(PairwiseProbeGap.Compute(pairs), PairwiseProbeGap.Ci95(pairs, resamples, s), pairs.Select(p => p.PairId).Distinct().Count());
         }
-        var answers = probes.Where(p => p.Gender is "man" or "woman").ToList();
+        var answers = probes.Where(p => p.Gender is Gender.Man or Gender.Woman).ToList();
         if (answers.Count > 0)
         {
             var gg = GroupGap.Compute(answers.Select(ToAnswer).ToList(), seed: s, permutations: 2000);
@@ -67,7 +68,7 @@ public static class MetricsCalculator
 
         // ---- captions: gender, roles, leakage, amplification, disparate impact, accuracy ----
         Func<Sample, string> unit = c => c.Pair ?? c.Id;
-        CaptionGenderResult G(IReadOnlyList<Sample> cs) => CaptionGender.Compute(cs.Select(c => new CaptionGenderItem(c.Output!, c.Gender, c.LeanContext)).ToList(), words.Gender);
+        CaptionGenderResult G(IReadOnlyList<Sample> cs) => CaptionGender.Compute(cs.Select(c => new CaptionGenderItem(c.Output!, c.Gender.Name(), c.LeanContext)).ToList(), words.Gender);
         if (captions.Count > 0)
         {
             var g = G(captions);
@@ -79,8 +80,8 @@ public static class MetricsCalculator
             m["caption_gender.neutral_rate_unclear"] = With(g.NeutralRateUnclear, Bootstrap.Ci95Clustered(captions, unit, x => G(x).NeutralRateUnclear, resamples, s), nUnclear);
             m["caption_gender.stereotype_rate_unclear"] = With(g.StereotypeRateUnclear, Bootstrap.Ci95Clustered(captions, unit, x => G(x).StereotypeRateUnclear, resamples, s), nUnclear);
 
-            var clear = captions.Where(c => c.Gender is "man" or "woman" && c.Role is not null).ToList();
-            RoleAccuracyResult R(IReadOnlyList<Sample> cs) => RoleAccuracy.Compute(cs.Select(c => new RoleItem(c.Role!, RoleAccuracy.PredictRole(c.Output!, words.Roles), c.Gender == c.LeanRole)).ToList());
+            var clear = captions.Where(c => c.Gender is Gender.Man or Gender.Woman && c.Role is not null).ToList();
+            RoleAccuracyResult R(IReadOnlyList<Sample> cs) => RoleAccuracy.Compute(cs.Select(c => new RoleItem(c.Role!, RoleAccuracy.PredictRole(c.Output!, words.Roles), c.Gender.Name() == c.LeanRole)).ToList());
             if (clear.Count > 0)
             {
                 var r = R(clear);
@@ -89,13 +90,13 @@ public static class MetricsCalculator
                 m["role.accuracy_gap"] = With(r.Gap, Bootstrap.Ci95Clustered(clear, unit, x => R(x).Gap, resamples, s), clear.Count);
                 double Amp(IReadOnlyList<Sample> cs) => BiasAmpWithLeans(cs, words);
                 m["biasamp.attribute_to_role"] = With(Amp(clear), Bootstrap.Ci95Clustered(clear, unit, Amp, resamples, s), clear.Count);
-                double Di(IReadOnlyList<Sample> cs) => DisparateImpact.Compute(cs.Select(c => c.Gender).ToList(),
+                double Di(IReadOnlyList<Sample> cs) => DisparateImpact.Compute(cs.Select(c => c.Gender.Name()).ToList(),
                     cs.Select(c => RoleAccuracy.PredictRole(c.Output!, words.Roles)).ToList()).MinRatio;
                 m["disparate_impact.min_ratio"] = With(Di(clear), Bootstrap.Ci95Clustered(clear, unit, Di, resamples, s), clear.Count);
                 // LIC: model captions vs the truthful (human) captions of the same images; the classifier is retrained per resample.
                 LicResult L(IReadOnlyList<Sample> cs, int seeds, int sd) => Lic.Compute(
-                    cs.Select(c => new LicCaption(c.Output!, c.Gender)).ToList(),
-                    cs.Select(c => new LicCaption(c.References![0], c.Gender)).ToList(),
+                    cs.Select(c => new LicCaption(c.Output!, c.Gender.Name())).ToList(),
+                    cs.Select(c => new LicCaption(c.References![0], c.Gender.Name())).ToList(),
                     words.Gender.Masculine, words.Gender.Feminine, new LicOptions(Seeds: seeds, Seed: sd));
                 var lic = L(clear, licSeeds, s);
                 m["lic"] = With(lic.Lic, Bootstrap.Ci95Clustered(clear, unit, x => L(x, 1, s).Lic, Math.Min(resamples, 100), s), clear.Count);
@@ -128,7 +129,7 @@ public static class MetricsCalculator
         else m["vqa_accuracy"] = Empty();
 
         // ---- Girrbach-style: probability mass on "unknown" when it is offered ----
-        var withUnknown = samples.Where(x => x.Kind == "probe" && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
+        var withUnknown = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
         if (withUnknown.Count > 0)
         {
             double PU(IReadOnlyList<Sample> xs) => xs.Average(x => x.Probs![x.Options!.ToList().IndexOf("unknown")]);
@@ -149,13 +150,13 @@ public static class MetricsCalculator
     private static double BiasAmpWithLeans(IReadOnlyList<Sample> cs, WordLists words)
     {
         if (cs.Any(c => c.LeanRole is null))
-            return BiasAmp.AttributeToRole(cs.Select(c => c.Gender).ToList(), cs.Select(c => c.Role!).ToList(),
+            return BiasAmp.AttributeToRole(cs.Select(c => c.Gender.Name()).ToList(), cs.Select(c => c.Role!).ToList(),
                 cs.Select(c => RoleAccuracy.PredictRole(c.Output!, words.Roles)).ToList());
         var lean = cs.GroupBy(c => c.Role!).ToDictionary(g => g.Key, g => g.First().LeanRole!);
         double sum = 0; int cells = 0;
-        foreach (var a in cs.Select(c => c.Gender).Distinct())
+        foreach (var a in cs.Select(c => c.Gender.Name()).Distinct())
         {
-            var group = cs.Where(c => c.Gender == a).ToList();
+            var group = cs.Where(c => c.Gender.Name() == a).ToList();
             foreach (var t in lean.Keys)
             {
                 double pred = group.Count(c => RoleAccuracy.PredictRole(c.Output!, words.Roles) == t) / (double)group.Count;
@@ -167,14 +168,14 @@ public static class MetricsCalculator
         return cells == 0 ? double.NaN : sum / cells;
     }
 
-    private static ProbeAnswer ToAnswer(Sample p) => new(p.Attribute ?? p.Prompt, p.Gender, p.PYes!.Value);
+    private static ProbeAnswer ToAnswer(Sample p) => new(p.Attribute ?? p.Prompt, p.Gender.Name(), p.PYes!.Value);
 
     private static double MeanAbsGap(IReadOnlyList<Sample> answers)
     {
         var gaps = answers.GroupBy(a => a.Attribute ?? a.Prompt).Select(g =>
         {
-            var w = g.Where(a => a.Gender == "woman").Select(a => a.PYes!.Value).ToList();
-            var mm = g.Where(a => a.Gender == "man").Select(a => a.PYes!.Value).ToList();
+            var w = g.Where(a => a.Gender == Gender.Woman).Select(a => a.PYes!.Value).ToList();
+            var mm = g.Where(a => a.Gender == Gender.Man).Select(a => a.PYes!.Value).ToList();
             return w.Count == 0 || mm.Count == 0 ? double.NaN : w.Average() - mm.Average();
         }).Where(double.IsFinite).ToList();
         return gaps.Count == 0 ? double.NaN : gaps.Average(Math.Abs);
@@ -184,10 +185,10 @@ public static class MetricsCalculator
     public static List<ProbePair> ProbePairs(IEnumerable<Sample> probes)
     {
         var list = new List<ProbePair>();
-        foreach (var g in probes.Where(p => p.Pair is not null && p.Gender is "man" or "woman").GroupBy(p => (p.Pair!, p.Attribute ?? p.Prompt, p.Prompt)))
+        foreach (var g in probes.Where(p => p.Pair is not null && p.Gender is Gender.Man or Gender.Woman).GroupBy(p => (p.Pair!, p.Attribute ?? p.Prompt, p.Prompt)))
         {
-            var a = g.FirstOrDefault(p => p.Gender == "man");
-            var b = g.FirstOrDefault(p => p.Gender == "woman");
+            var a = g.FirstOrDefault(p => p.Gender == Gender.Man);
+            var b = g.FirstOrDefault(p => p.Gender == Gender.Woman);
             if (a is not null && b is not null) list.Add(new ProbePair(g.Key.Item1, g.Key.Item2, a.PYes!.Value, b.PYes!.Value));
         }
         return list;
@@ -217,7 +218,7 @@ public static class MetricsCalculator
         }).ToArray();
     }
 
-    /// <summary>The metrics.json document of SPEC §7.3.</summary>
+    /// <summary>The metrics.json document (model, adapter, suite, split, items, every metric with value, ci95 and n).</summary>
     public static JsonObject Document(string model, string? adapter, string suite, string split, int nItems, IReadOnlyDictionary<string, MetricValue> metrics) => new()
     {
         ["model"] = model, ["adapter"] = adapter, ["suite"] = suite, ["split"] = split, ["n_items"] = nItems,

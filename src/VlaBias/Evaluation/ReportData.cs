@@ -1,9 +1,10 @@
-// What the reports read (SPEC §7.3): an evaluation folder (metrics.json + samples.jsonl + where its images live),
+// What the reports read: an evaluation folder (metrics.json + samples.jsonl + where its images live),
 // a run folder's training curves (trainer_state.json), and the per-attribute group gaps with bootstrap CIs that the
 // bias plots draw. Everything here is recomputed from samples, so a report can be rebuilt from any eval folder.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VlaBias.Evaluation.Metrics;
+using VlaBias.Data;
 
 namespace VlaBias.Evaluation;
 
@@ -95,16 +96,16 @@ public static class AttributeBiasCalculator
     /// train attributes then test attributes, each by name.</summary>
     public static List<AttributeBias> Compute(IReadOnlyList<Sample> samples, int resamples = 1000, int seed = 0)
     {
-        var answers = samples.Where(x => x.Kind == "probe" && x.Options is { Count: 2 } && x.PYes is not null && x.Gender is "man" or "woman").ToList();
+        var answers = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is { Count: 2 } && x.PYes is not null && x.Gender is Gender.Man or Gender.Woman).ToList();
         if (answers.Count == 0) return [];
-        var gg = GroupGap.Compute(answers.Select(a => new ProbeAnswer(a.Attribute ?? a.Prompt, a.Gender, a.PYes!.Value)).ToList(), seed: seed, permutations: 2000);
+        var gg = GroupGap.Compute(answers.Select(a => new ProbeAnswer(a.Attribute ?? a.Prompt, a.Gender.Name(), a.PYes!.Value)).ToList(), seed: seed, permutations: 2000);
         var list = new List<AttributeBias>();
         foreach (var g in answers.GroupBy(a => a.Attribute ?? a.Prompt))
         {
             var items = g.ToList();
             var (lo, hi) = Bootstrap.Ci95Clustered(items, a => a.Pair ?? a.Id, Gap, Math.Max(1, resamples), seed);
             var ag = gg.PerAttribute[g.Key];
-            list.Add(new AttributeBias(g.Key, items[0].AttributeSplit ?? "train", ag.Gap, lo, hi, ag.Significant, ag.NWoman, ag.NMan));
+            list.Add(new AttributeBias(g.Key, items[0].AttributeSplit?.Name() ?? "train", ag.Gap, lo, hi, ag.Significant, ag.NWoman, ag.NMan));
         }
         return list.OrderBy(a => a.Split == "train" ? 0 : 1).ThenBy(a => a.Attribute, StringComparer.Ordinal).ToList();
     }
@@ -114,7 +115,7 @@ public static class AttributeBiasCalculator
         double sw = 0, sm = 0; int nw = 0, nm = 0;
         foreach (var x in xs)
         {
-            if (x.Gender == "woman") { sw += x.PYes!.Value; nw++; }
+            if (x.Gender == Gender.Woman) { sw += x.PYes!.Value; nw++; }
             else { sm += x.PYes!.Value; nm++; }
         }
         return nw == 0 || nm == 0 ? double.NaN : sw / nw - sm / nm;

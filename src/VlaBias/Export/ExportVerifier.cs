@@ -90,7 +90,7 @@ public static class ExportVerifier
         if (File.Exists(manifest))
         {
             var dir = Path.GetDirectoryName(Path.GetFullPath(manifest))!;
-            var items = Manifest.Load(manifest).Where(i => i.Split == "test").OrderBy(i => i.Id, StringComparer.Ordinal).Take(count).ToList();
+            var items = Manifest.Load(manifest).Where(i => i.Split == Split.Test).OrderBy(i => i.Id, StringComparer.Ordinal).Take(count).ToList();
             var pics = items.Select(i => vla.Images.Load(Path.Combine(dir, i.Image))).ToList();
             if (pics.Count > 0 && pics[0].shape[1] == vla.Config.Vision.ImageSize) return pics;
         }

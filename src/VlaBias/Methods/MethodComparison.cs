@@ -91,7 +91,7 @@ public static class MethodComparison
         if (!skip.Contains("steer"))
         {
             progress?.Report("building steering vectors (mean-diff)");
-            var items = Manifest.Load(req.Data).Where(i => i.Split == "tune").ToList();
+            var items = Manifest.Load(req.Data).Where(i => i.Split == Split.Tune).ToList();
             var clock = Stopwatch.StartNew();
             using var v = SteeringBuilder.MeanDiff(buildVla, items, Path.GetDirectoryName(Path.GetFullPath(req.Data))!, layers, suite.CaptionPrompt);
             var file = Path.Combine(req.Out, "steer-mean-diff.safetensors");

@@ -29,7 +29,7 @@ public static class SteeringBuilder
     public static SteeringVectors MeanDiff(Vla vla, IReadOnlyList<ManifestItem> items, string manifestDir, IReadOnlyList<int> layers, string captionPrompt, int batchSize = 64)
     {
         var pairs = items.Where(i => i.Pair is not null).GroupBy(i => i.Pair!)
-            .Select(g => (man: g.FirstOrDefault(x => x.Attributes.Gender == "man"), woman: g.FirstOrDefault(x => x.Attributes.Gender == "woman")))
+            .Select(g => (man: g.FirstOrDefault(x => x.Attributes.Gender == Gender.Man), woman: g.FirstOrDefault(x => x.Attributes.Gender == Gender.Woman)))
             .Where(p => p.man is not null && p.woman is not null).OrderBy(p => p.man!.Id, StringComparer.Ordinal).ToList();
         if (pairs.Count == 0) throw new BadInputException("steer build: the data has no counterfactual pairs (items sharing 'pair' with genders man and woman)");
         var bankItems = pairs.SelectMany(p => new[] { p.man!, p.woman! }).ToList();
@@ -40,7 +40,7 @@ public static class SteeringBuilder
         for (int p = 0; p < pairs.Count; p++)
         {
             var prompts = new List<string> { captionPrompt };
-            prompts.AddRange(pairs[p].man!.Questions.Where(q => q.Kind == "probe" && q.AttributeSplit != "test" && (q.Options is null || !q.Options.Contains("unknown"))).Select(q => q.Q));
+            prompts.AddRange(pairs[p].man!.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && (q.Options is null || !q.Options.Contains("unknown"))).Select(q => q.Q));
             foreach (var prompt in prompts)
             {
                 var ids = vla.PromptIds(prompt);

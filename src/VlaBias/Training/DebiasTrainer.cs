@@ -122,8 +122,8 @@ public static class DebiasTrainer
     private static (List<ManifestItem> tune, List<ManifestItem> val, string manifestDir) Splits(TuneConfig cfg)
     {
         var items = Manifest.Load(cfg.Data);
-        var tune = items.Where(i => i.Split == "tune").OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
-        var val = items.Where(i => i.Split == "val").OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        var tune = items.Where(i => i.Split == Split.Tune).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        var val = items.Where(i => i.Split == Split.Val).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
         if (tune.Count == 0) throw new BadInputException($"{cfg.Data}: no items with split 'tune'");
         if (val.Count == 0) throw new BadInputException($"{cfg.Data}: no items with split 'val' (early stopping measures bias on it)");
         if (cfg.ValPairs > 0)
@@ -190,10 +190,10 @@ public static class DebiasTrainer
     private static ValidationPoint Validation(Evaluator validator, IReadOnlyList<ManifestItem> val, ImageBank bank, WordLists words,
         long step, double loss, string? cache, string identity)
     {
-        var samples = validator.Collect(val, bank, null, cache, identity, q => q.AttributeSplit == "train");
-        var pairs = MetricsCalculator.ProbePairs(samples.Where(s => s.Kind == "probe" && s.Options?.Count == 2 && s.AttributeSplit == "train"));
+        var samples = validator.Collect(val, bank, null, cache, identity, q => q.AttributeSplit == Split.Train);
+        var pairs = MetricsCalculator.ProbePairs(samples.Where(s => s.Kind == SampleKind.Probe && s.Options?.Count == 2 && s.AttributeSplit == Split.Train));
         double bias = pairs.Count == 0 ? double.NaN : Evaluation.Metrics.PairwiseProbeGap.Compute(pairs);
-        var caps = samples.Where(s => s.Kind == "caption" && s.References is { Count: > 0 }).ToList();
+        var caps = samples.Where(s => s.Kind == SampleKind.Caption && s.References is { Count: > 0 }).ToList();
         double cider = caps.Count == 0 ? double.NaN : Evaluation.Metrics.CiderD.Compute(
             caps.Select(c => (IReadOnlyList<string>)c.References!.Select(Evaluation.Metrics.CaptionTokenizer.Tokenize).ToList()).ToList(),
             caps.Select(c => Evaluation.Metrics.CaptionTokenizer.Tokenize(c.Output!)).ToList());

@@ -52,8 +52,8 @@ public static class Pretrainer
         var clock = Stopwatch.StartNew();
         var items = Manifest.Load(cfg.Data);
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(cfg.Data))!;
-        var train = items.Where(i => i.Split == "pretrain").ToList();
-        var val = items.Where(i => i.Split == "val").Take(cfg.EvalItems).ToList();
+        var train = items.Where(i => i.Split == Split.Pretrain).ToList();
+        var val = items.Where(i => i.Split == Split.Val).Take(cfg.EvalItems).ToList();
         if (train.Count == 0) throw new BadInputException($"{cfg.Data}: no items with split 'pretrain'");
 
         // Closed vocabulary: every word of the world plus every word of the manifest's texts.
@@ -170,7 +170,7 @@ public static class Pretrainer
                 var outs = gen.Generate(b, Generation.GenerationOptions.Greedy(16));
                 for (int k = 0; k < idx.Count; k++) { capN++; if (bank.Items[idx[k]].Captions.Contains(outs[k].Text)) capOk++; }
             }
-            var facts = idx.SelectMany(i => bank.Items[i].Questions.Where(q => q.Kind == "fact" && q.A is not null).Select(q => (i, q))).ToList();
+            var facts = idx.SelectMany(i => bank.Items[i].Questions.Where(q => q.Kind == QuestionKind.Fact && q.A is not null).Select(q => (i, q))).ToList();
             if (facts.Count == 0) continue;
             using var fpx = bank.Select(facts.Select(f => f.i).ToList());
             using var fb = vla.Batch(facts.Select(f => vla.PromptIds(f.q.Q)).ToList(), [.. fpx.unbind(0)]);

@@ -41,19 +41,20 @@ internal sealed class TuneData
         for (int i = 0; i < tune.Count; i++)
         {
             var it = tune[i];
-            d.ProbesOf[i] = it.Questions.Where(q => q.Kind == "probe" && q.AttributeSplit != "test" && (q.Options is null || !q.Options.Contains("unknown")))
+            d.ProbesOf[i] = it.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && (q.Options is null || !q.Options.Contains("unknown")))
                 .Select(q => vla.PromptIds(q.Q)).ToList();
-            foreach (var q in it.Questions.Where(q => q.Kind == "probe" && q.AttributeSplit != "test" && q.Options is { } o && o.Contains("unknown")))
+            foreach (var q in it.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && q.Options is { } o && o.Contains("unknown")))
                 d.UnknownProbes.Add((i, vla.PromptIds(q.Q)));
             d.CaptionOf[i] = it.Captions.Count > 0 ? tok.Encode(it.Captions[0]) : null;
             foreach (var c in it.Captions)
             {
                 var ex = (i, d.CaptionPrompt, tok.Encode(c));
                 d.Retain.Add(ex);
-                if (!d.RetainCaptions.TryGetValue(it.Attributes.Gender, out var list)) d.RetainCaptions[it.Attributes.Gender] = list = [];
+                // keyed by the gender's name: the pools are taken in its ordinal order (man, unclear, woman)
+                if (!d.RetainCaptions.TryGetValue(it.Attributes.Gender.Name(), out var list)) d.RetainCaptions[it.Attributes.Gender.Name()] = list = [];
                 list.Add(ex);
             }
-            foreach (var q in it.Questions.Where(q => q.Kind == "fact" && q.A is not null))
+            foreach (var q in it.Questions.Where(q => q.Kind == QuestionKind.Fact && q.A is not null))
             {
                 var ex = (i, vla.PromptIds(q.Q), tok.Encode(q.A!));
                 d.Retain.Add(ex);
@@ -63,8 +64,8 @@ internal sealed class TuneData
         var byPair = tune.Select((it, i) => (it, i)).Where(x => x.it.Pair is not null).GroupBy(x => x.it.Pair!);
         foreach (var g in byPair)
         {
-            var man = g.FirstOrDefault(x => x.it.Attributes.Gender == "man");
-            var woman = g.FirstOrDefault(x => x.it.Attributes.Gender == "woman");
+            var man = g.FirstOrDefault(x => x.it.Attributes.Gender == Gender.Man);
+            var woman = g.FirstOrDefault(x => x.it.Attributes.Gender == Gender.Woman);
             if (man.it is not null && woman.it is not null) d.Pairs.Add((man.i, woman.i));
         }
         return d;

@@ -38,7 +38,7 @@ public class ObjectivesTests
     public void Terms_follow_the_objective_list_and_weights_in_summing_order()
     {
         var vla = Vla.Load(world.Model);
-        var items = Manifest.Load(world.Manifest).Where(i => i.Split == "tune").ToList();
+        var items = Manifest.Load(world.Manifest).Where(i => i.Split == Split.Tune).ToList();
         var data = TuneData.Build(vla, items, WordLists.Load(Path.Combine(TinyWorld.RepoRoot(), "data/words/gender_words.json"), Path.Combine(TinyWorld.RepoRoot(), "data/scenes/world.json")), "describe the image.");
         Assert.That(Objectives.For(Config(), data).Select(t => t.Name), Is.EqualTo(new[] { "parity", "caption_kl", "retain" }));
         Assert.That(Objectives.For(Config(("objective", "parity+unknown"), ("retain_kl_weight", 0.5)), data).Select(t => (t.Name, t.Weight)),
@@ -53,7 +53,7 @@ public class ObjectivesTests
         var vla = Vla.Load(world.Model);
         var lora = LoraAdapter.Apply(vla.Model, cfg.Lora, cfg.Seed);
         vla.Attach(lora);
-        var items = Manifest.Load(world.Manifest).Where(i => i.Split == "tune").OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        var items = Manifest.Load(world.Manifest).Where(i => i.Split == Split.Tune).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
         var words = WordLists.Load(Path.Combine(TinyWorld.RepoRoot(), "data/words/gender_words.json"), Path.Combine(TinyWorld.RepoRoot(), "data/scenes/world.json"));
         var data = TuneData.Build(vla, items, words, "describe the image.");
         using var bank = ImageBank.Load(items, Path.GetDirectoryName(Path.GetFullPath(world.Manifest))!, vla.Images);
