@@ -1,6 +1,6 @@
 // Shared CLI plumbing: the options every command takes (--seed, --threads, --device, --verbose), Serilog setup
 // (console at info on stderr; a JSON-lines file at debug where a command has a run folder), progress on stderr,
-// and the mapping of failures to exit codes (SPEC §2: 2 bad input, 3 internal error).
+// and the mapping of failures to exit codes (1 a missed goal, 2 bad input, 3 internal error).
 using System.CommandLine;
 using Serilog;
 using Serilog.Events;
@@ -44,7 +44,7 @@ public static class Cli
         Log.Logger = cfg.CreateLogger();
     }
 
-    /// <summary>Runs a command body with the common setup and the exit-code mapping of SPEC §2.</summary>
+    /// <summary>Runs a command body with the common setup and the exit-code mapping (BadInputException → 2, anything else → 3).</summary>
     public static int Run(ParseResult p, Func<int> body)
     {
         bool verbose = p.GetValue(Common.Verbose);

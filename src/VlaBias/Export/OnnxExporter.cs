@@ -1,4 +1,4 @@
-// ONNX export of a (merged) LLaVA model (SPEC §8) in the community three-graph layout:
+// ONNX export of a (merged) LLaVA model in the community three-graph layout:
 //   vision_encoder.onnx  pixel_values [batch, 3, H, W] → image_features [batch, N, C_text] (after the projector)
 //   embed_tokens.onnx    input_ids [batch, seq] → inputs_embeds [batch, seq, C_text]
 //   decoder_model.onnx   inputs_embeds, attention_mask [batch, past+seq], position_ids [batch, seq],

@@ -1,4 +1,4 @@
-// Image preprocessing as a checkpoint's preprocessor_config.json declares it (SPEC §3.4), through SkiaSharp:
+// Image preprocessing as a checkpoint's preprocessor_config.json declares it, through SkiaSharp:
 // decode (JPEG/PNG/WebP) → RGB → optional pad-to-square with the mean colour (LLaVA-1.5) → resize so the shortest
 // edge is `size` (or to height×width) → center crop → scale to [0,1] → normalize with mean/std → float [3, H, W].
 // Resampling is Skia's Catmull-Rom cubic, close to but not bit-identical with PIL's bicubic.

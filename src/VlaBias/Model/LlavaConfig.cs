@@ -1,5 +1,5 @@
-// Configuration of a LLaVA-family checkpoint, read from config.json in the Hugging Face LlavaConfig shape
-// (SPEC §3.2). Field names are Hugging Face's, so a real checkpoint's config.json loads as is. Defaults follow the
+// Configuration of a LLaVA-family checkpoint, read from config.json in the Hugging Face LlavaConfig shape.
+// Field names are Hugging Face's, so a real checkpoint's config.json loads as is. Defaults follow the
 // Hugging Face config classes where a field is optional there; fields without a sensible default are required and a
 // missing one is a BadInputException naming the file and the field. Unknown fields are ignored.
 using System.Text.Json;

@@ -1,4 +1,4 @@
-// One safetensors file, opened for reading (SPEC §3.3). In: a path. Out: the validated header (tensor entries, metadata)
+// One safetensors file, opened for reading. In: a path. Out: the validated header (tensor entries, metadata)
 // and, on request, single tensors read straight from the file into tensor memory.
 //
 // Layout: u64 little-endian header length N | N bytes of UTF-8 JSON

@@ -1,4 +1,4 @@
-// A checkpoint folder in Hugging Face's layout (SPEC §3.3). In: a folder. Out: tensor name -> the open file holding it.
+// A checkpoint folder in Hugging Face's layout (docs/real-checkpoints.md). In: a folder. Out: tensor name -> the open file holding it.
 //
 // Either one file, model.safetensors, or shards model-00001-of-0000N.safetensors listed by model.safetensors.index.json:
 //   {"metadata": {"total_size": <bytes of tensor data>}, "weight_map": {tensor name: shard file name}}
