@@ -1,6 +1,6 @@
 // One LoRA-wrapped linear layer (PEFT's tuners/lora/layer.py): x [.., in] → base_layer(x) + lora_B(lora_A(dropout(x))) ·
-// scaling, [.., out]; base_layer(x) alone while disabled. base_layer is the model's own KernelLinear, untouched and frozen; lora_A [r, in] and lora_B [out, r] are the only
-// trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
+// scaling, [.., out]; base_layer(x) alone while disabled. base_layer is the model's own KernelLinear, untouched and
+// frozen; lora_A [r, in] and lora_B [out, r] are the only trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
 using TorchSharp;
 using TorchSharp.Modules;
 using VlaBias.Model;

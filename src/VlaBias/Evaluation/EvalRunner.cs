@@ -46,12 +46,12 @@ public static class EvalRunner
             Log.Information("eval: shard {Index}/{Count}: {Samples} samples in {Out}; join shards with `vlatune eval merge`", req.Shard.Index, req.Shard.Count, samples.Count, req.Out);
             return new EvalOutcome(req.Out, null, samples.Count, clock.Elapsed);
         }
-        var doc = Finish(req.Out, samples, suite, req.Model, req.Adapter, items.Count);
+        var doc = WriteMetricsAndReports(req.Out, samples, suite, req.Model, req.Adapter, items.Count);
         return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed, inference.Elapsed);
     }
 
     /// <summary>Computes metrics from samples and writes metrics.json and the reports.</summary>
-    public static JsonObject Finish(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems)
+    public static JsonObject WriteMetricsAndReports(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems)
     {
         var words = WordLists.Load(suite.Words, suite.World);
         var metrics = MetricsCalculator.Compute(samples, words, suite.Bootstrap, suite.LicSeeds, suite.Seed);
@@ -92,7 +92,7 @@ public static class EvalRunner
         var suite = Suite.Load(first["suite"]!.GetValue<string>());
         Directory.CreateDirectory(outDir);
         WriteSamples(Path.Combine(outDir, SamplesFile), samples);
-        var doc = Finish(outDir, samples, suite, first["model"]!.GetValue<string>(), first["adapter"]?.GetValue<string>(), first["n_items"]!.GetValue<int>());
+        var doc = WriteMetricsAndReports(outDir, samples, suite, first["model"]!.GetValue<string>(), first["adapter"]?.GetValue<string>(), first["n_items"]!.GetValue<int>());
         return new EvalOutcome(outDir, doc, samples.Count, clock.Elapsed);
     }
 }

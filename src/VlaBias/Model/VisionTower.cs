@@ -1,7 +1,9 @@
 // The ViT image encoder of a LLaVA model: CLIP (class token, pre-layernorm, quick_gelu) or SigLIP (no class token,
 // no pre-layernorm, tanh-gelu). pixel_values [B, 3, H, W] → patch embeddings [B, N(+1), C] → encoder layers →
 // the hidden state of layer vision_feature_layer, which the projector turns into image embeddings.
-// Parameter names are Hugging Face's (vision_tower.vision_model.embeddings.patch_embedding.weight, …).
+// Parameter names are Hugging Face's (vision_tower.vision_model.embeddings.patch_embedding.weight, …). The encoder's
+// linears run on every patch of every image (tens to hundreds of rows), where libtorch is the faster kernel
+// (LinearKernels.LibtorchOnly); the projector's take the model's kernel choice.
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

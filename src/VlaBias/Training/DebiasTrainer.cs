@@ -71,8 +71,7 @@ public static class DebiasTrainer
         {
             cancel.ThrowIfCancellationRequested();
             long step = state.Step;
-            double lr = cfg.Schedule == "cosine" ? LearningRate.WarmupCosine(step, cfg.WarmupSteps, cfg.MaxSteps, cfg.Lr, 0.0) : LearningRate.Constant(step, cfg.WarmupSteps, cfg.Lr);
-            foreach (var g in opt.ParamGroups) g.LearningRate = lr;
+            foreach (var g in opt.ParamGroups) g.LearningRate = LearningRate.For(cfg, step);
             opt.zero_grad();
             var (total, values, nonFinite) = ForwardBackward(cfg, vla, tuner, data, terms, tuneBank, tuneFeatures, step);
             if (nonFinite is not null) { reason = nonFinite; state = state with { NonFinite = true }; Log.Error("tune: {Reason}", reason.Text); break; }
@@ -81,8 +80,7 @@ public static class DebiasTrainer
             (state, reason) = stop.AfterStep(state with { Step = step + 1, Ema = double.IsNaN(state.Ema) ? total : 0.9 * state.Ema + 0.1 * total });
             values["loss"] = total;
             string? note = null;
-            bool evaluate = stop.EvaluateNow(state.Step, reason);
-            if (evaluate)
+            if (stop.EvaluateNow(state.Step, reason))
             {
                 var v = Validate(state.Step, state.Ema, null, "");
                 bool guard = stop.Guard(v);
@@ -90,24 +88,16 @@ public static class DebiasTrainer
                 note = $"val bias {v.Bias:F4} cider {v.CiderD:F3}{(guard ? "" : " (accuracy guard)")}";
                 Log.Information("tune: step {Step}: validation pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3} (base {BaseCider:F3}), loss {Loss:F4}",
                     state.Step, v.Bias, v.CiderD, basePoint.CiderD, state.Ema);
-                if (guard && (state.BestStep < 0 || v.Bias < state.BestBias))
-                {
-                    tuner.Save(run.Dir);
-                    state = state with { BestStep = state.Step, BestBias = v.Bias };
-                }
+                if (guard && (state.BestStep < 0 || v.Bias < state.BestBias)) { tuner.Save(run.Dir); state = state with { BestStep = state.Step, BestBias = v.Bias }; }
                 reason ??= stop.AfterEvaluation(v);
             }
-            if (evaluate || state.Step % cfg.SaveEvery == 0 || reason is not null)
+            if (note is not null || state.Step % cfg.SaveEvery == 0 || reason is not null)
                 TrainingCheckpoint.Save(run.Checkpoint, vla.Model, opt, new TrainingCheckpoint.State(state.Step, state.Ema, state.ToJson()), tuner.CheckpointTensors());
             progress?.Report(new TuneProgress(state.Step, cfg.MaxSteps, values, state.Evaluations.LastOrDefault(), note));
         }
         reason = StopPolicy.AtEnd(reason, state.BestStep >= 0);
-        if (state.BestStep < 0)
-        {
-            // No evaluation passed the accuracy guard: keep the last adapter so the run is still inspectable.
-            tuner.Save(run.Dir);
-            state = state with { BestStep = state.Step };
-        }
+        // No evaluation passed the accuracy guard: keep the last adapter so the run is still inspectable.
+        if (state.BestStep < 0) { tuner.Save(run.Dir); state = state with { BestStep = state.Step }; }
         run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount);
         Log.Information("tune: stopped after {Steps} steps: {Reason}; best adapter from step {Best}", state.Step, reason.Text, state.BestStep);
 

@@ -13,4 +13,9 @@ public static class LearningRate
     }
 
     public static double Constant(long step, long warmup, double peak) => warmup > 0 && step < warmup ? peak * (step + 1) / warmup : peak;
+
+    /// <summary>A debiasing run's rate at <paramref name="step"/>: warmup, then cosine to 0 at max_steps or constant (schedule).</summary>
+    public static double For(TuneConfig cfg, long step) => cfg.Schedule == "cosine"
+        ? WarmupCosine(step, cfg.WarmupSteps, cfg.MaxSteps, cfg.Lr, 0.0)
+        : Constant(step, cfg.WarmupSteps, cfg.Lr);
 }
