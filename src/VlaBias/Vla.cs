@@ -54,6 +54,7 @@ public sealed class Vla
 
     public static Vla Load(string dir, ScalarType dtype = ScalarType.Float32)
     {
+        dir = Assets.Resolve(dir);
         var model = LlavaModel.FromPretrained(dir, dtype);
         var tok = VlaTokenizer.FromFolder(dir);
         if (tok.ImageTokenId != model.Config.ImageTokenIndex)
