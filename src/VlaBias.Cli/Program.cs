@@ -23,4 +23,4 @@ root.Subcommands.Add(CompareCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SteerCommand.Create());
 root.Subcommands.Add(MethodsCommand.Create());
-return root.Parse(args).Invoke();
+return Cli.Invoke(root, args);

@@ -14,10 +14,11 @@ namespace VlaBias;
 
 public sealed class Vla
 {
-    public Vla(LlavaModel model, VlaTokenizer tokenizer, ImagePreprocessor images, string? folder = null)
+    /// <param name="imageTokens">Image tokens one &lt;image&gt; expands to (processor_config.json's count); default: the model's.</param>
+    public Vla(LlavaModel model, VlaTokenizer tokenizer, ImagePreprocessor images, string? folder = null, int? imageTokens = null)
     {
         Model = model; Tokenizer = tokenizer; Images = images; Folder = folder;
-        Prompts = PromptFormat.ForFolder(folder, tokenizer, model.Config.ImageSeqLength);
+        Prompts = PromptFormat.ForFolder(folder, tokenizer, imageTokens ?? model.Config.ImageSeqLength);
     }
 
     public LlavaModel Model { get; }
@@ -25,6 +26,9 @@ public sealed class Vla
     public ImagePreprocessor Images { get; }
     public string? Folder { get; }
     public LlavaConfig Config => Model.Config;
+
+    /// <summary>Image tokens one &lt;image&gt; expands to: processor_config.json's count where it has one, else the model's.</summary>
+    public int ImageTokens => Prompts.ImageTokens;
 
     /// <summary>How prompts are built (template, caption instruction, prefix, soft prompt, suppressed tokens).</summary>
     public PromptFormat Prompts { get; set; }
@@ -38,13 +42,14 @@ public sealed class Vla
     /// </summary>
     public static Vla Load(string dir, string? adapter = null, string? softPrompt = null, ScalarType dtype = ScalarType.Float32)
     {
+        dir = Assets.Resolve(dir);
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var model = LlavaModel.FromPretrained(dir, dtype);
         var tok = VlaTokenizer.FromFolder(dir);
         if (tok.ImageTokenId != model.Config.ImageTokenIndex)
             throw new BadInputException($"{dir}: tokenizer's image token id {tok.ImageTokenId} differs from config.json image_token_index {model.Config.ImageTokenIndex}");
         var pre = PreprocessorConfig.Load(Path.Combine(dir, "preprocessor_config.json"), model.Config.Vision.ImageSize);
-        var vla = new Vla(model, tok, new ImagePreprocessor(pre), dir);
+        var vla = new Vla(model, tok, new ImagePreprocessor(pre), dir, ProcessorConfig.Load(dir).ImageTokens(model.Config, pre));
         Log.Debug("loaded {Model} in {Dtype} in {Seconds:F1} s; peak memory so far {PeakGb:F2} GB", dir, dtype, watch.Elapsed.TotalSeconds, (ComputeDType.PeakRssBytes() ?? 0) / 1e9);
         if (adapter is not null) vla.Attach(LoraAdapter.Load(model, adapter));
         if (softPrompt is not null) vla.Attach(SoftPrompt.Load(model, softPrompt));
@@ -77,7 +82,7 @@ public sealed class Vla
         {
             string name = Path.GetFileName(f);
             bool weightsOrModelConfig = name.EndsWith(".safetensors", StringComparison.Ordinal) || name.EndsWith(".safetensors.index.json", StringComparison.Ordinal)
-                || name.EndsWith("config.json", StringComparison.Ordinal) && name is not ("preprocessor_config.json" or "tokenizer_config.json");
+                || name.EndsWith("config.json", StringComparison.Ordinal) && name is not ("preprocessor_config.json" or "processor_config.json" or "tokenizer_config.json");
             if (!weightsOrModelConfig) File.Copy(f, Path.Combine(dir, name), overwrite: true);
         }
     }
