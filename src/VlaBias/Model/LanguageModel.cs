@@ -169,7 +169,7 @@ public sealed class CausalLm : nn.Module<Tensor, Tensor>
     {
         model = new LlamaModel(c, kernels);
         lm_head = new KernelLinear(c.HiddenSize, c.VocabSize, false, kernels);
-        if (c.TieWordEmbeddings) lm_head.weight = model.EmbedTokens.weight;
+        if (c.TieWordEmbeddings) lm_head.weight = model.EmbedTokens.weight!;
         RegisterComponents();
     }
 
