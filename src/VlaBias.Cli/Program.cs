@@ -24,4 +24,4 @@ root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SteerCommand.Create());
 root.Subcommands.Add(MethodsCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
-return root.Parse(args).Invoke();
+return Cli.Invoke(root, args);

@@ -84,16 +84,24 @@ public static class OnnxExporter
         var pre = (src is null ? null : ReadObject(Path.Combine(src, "preprocessor_config.json"))) ?? vla.Images.Config.ToJson();
         pre["processor_class"] = "LlavaProcessor";
         Write("preprocessor_config.json", pre);
-        int patches = c.Vision.ImageSize / c.Vision.PatchSize;
-        Write("processor_config.json", new JsonObject
+        int patches = c.Vision.ImageSize / c.Vision.PatchSize, additional = c.ImageSeqLength - patches * patches;
+        var processor = new JsonObject
         {
             ["processor_class"] = "LlavaProcessor",
             ["image_token"] = tok.ImageToken,
             ["patch_size"] = c.Vision.PatchSize,
             // Transformers.js and Python both expand <image> to (H/patch)·(W/patch) + this many tokens; with no
             // vision_feature_select_strategy here Python subtracts nothing for the dropped CLS, so the count is exact.
-            ["num_additional_image_tokens"] = c.ImageSeqLength - patches * patches,
-        });
+            ["num_additional_image_tokens"] = additional,
+        };
+        if (additional < 0)
+        {
+            // SigLIP with "default" drops a patch: only Python's strategy rule can say so (Transformers.js ignores it
+            // and would count one token more than the model's features).
+            processor["num_additional_image_tokens"] = additional + 1;
+            processor["vision_feature_select_strategy"] = "default";
+        }
+        Write("processor_config.json", processor);
 
         var gen = (src is null ? null : ReadObject(Path.Combine(src, "generation_config.json"))) ?? new JsonObject();
         gen["bos_token_id"] = tok.BosId;
