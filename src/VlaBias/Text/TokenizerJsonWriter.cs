@@ -74,12 +74,12 @@ public static class TokenizerJsonWriter
         JsonObject ByteLevel() => new() { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = false, ["use_regex"] = false };
         var map = new JsonObject();
         foreach (var (k, v) in vocab.OrderBy(kv => kv.Value)) map[k] = v;
+        // Merges as "left right" strings, the form every version of Hugging Face's tokenizers reads.
         var mergeList = new JsonArray();
         foreach (var m in merges)
         {
-            var parts = m.Split(' ');
-            if (parts.Length != 2) throw new BadInputException($"merges.txt: line '{m}': expected two tokens separated by one space");
-            mergeList.Add(new JsonArray(parts[0], parts[1]));
+            if (m.Split(' ').Length != 2) throw new BadInputException($"merges.txt: line '{m}': expected two tokens separated by one space");
+            mergeList.Add(m);
         }
         return Root(added,
             new JsonObject { ["type"] = "NFC" },
@@ -115,7 +115,11 @@ public static class TokenizerJsonWriter
                 if (vocab.TryGetValue(a, out var ia) && vocab.TryGetValue(b, out var ib)) merges.Add((id, ia, ib, a, b));
             }
         var mergeList = new JsonArray();
-        foreach (var m in merges.OrderBy(m => m.rank).ThenBy(m => m.left).ThenBy(m => m.right)) mergeList.Add(new JsonArray(m.a, m.b));
+        foreach (var m in merges.OrderBy(m => m.rank).ThenBy(m => m.left).ThenBy(m => m.right))
+        {
+            if (m.a.Contains(' ') || m.b.Contains(' ')) continue;   // not expressible as "left right"; SentencePiece pieces use ▁
+            mergeList.Add(m.a + " " + m.b);
+        }
         var map = new JsonObject();
         foreach (var (k, v) in vocab.OrderBy(kv => kv.Value)) map[k] = v;
         string unk = spm.UnknownToken, bos = spm.BeginningOfSentenceToken, eos = spm.EndOfSentenceToken;

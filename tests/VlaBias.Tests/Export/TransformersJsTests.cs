@@ -125,6 +125,27 @@ public class TransformersJsTests
     }
 
     [Test]
+    public void An_export_with_external_data_loads_in_Transformers_js()
+    {
+        // Weights past the threshold go to onnx/<graph>.onnx_data, declared in config.json's transformers.js_config.
+        var vla = Vla.Load(Path.Combine(RepoPaths.Root, "checkpoints", "tiny-base"));
+        string export = Path.Combine(dir, "external-onnx");
+        Assert.That(OnnxExporter.Export(vla, export, externalThreshold: 100_000).ExternalData);
+        var images = TestImages(48).Take(3).ToList();
+        string prompt = Prompts.Caption(vla);
+        var input = Path.Combine(dir, "external-images.json");
+        var output = Path.Combine(dir, "external-tfjs.json");
+        File.WriteAllText(input, new JsonArray(images.Select(i => (JsonNode)i).ToArray()).ToJsonString());
+        Tfjs.Run("caption.mjs", export, input, output, prompt, MaxNewTokens.ToString());
+        var js = JsonNode.Parse(File.ReadAllText(output))!["items"]!.AsArray()
+            .Select(it => it!["generated_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray()).ToList();
+        using var _ = no_grad();
+        using var batch = vla.Batch(images.Select(_ => vla.PromptIds(prompt)).ToList(), images.Select(vla.Images.Load).ToList());
+        var torch = new TextGenerator(vla).Generate(batch, GenerationOptions.Greedy(MaxNewTokens)).Select(g => g.Tokens).ToList();
+        Assert.That(js, Is.EqualTo(torch));
+    }
+
+    [Test]
     public void Random_siglip_qwen2_with_a_tuned_adapter_captions_the_same_in_Transformers_js()
     {
         string model = Path.Combine(dir, "siglip-qwen2");

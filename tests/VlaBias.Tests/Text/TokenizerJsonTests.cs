@@ -186,6 +186,18 @@ public class TokenizerJsonTests
     }
 
     [Test]
+    public void Nfc_composes_text_although_the_build_uses_invariant_globalization()
+    {
+        // Under InvariantGlobalization string.Normalize returns its input; Qwen2's NFC must still compose "e" + U+0301.
+        Assert.That(UnicodeNormalization.Normalize("Cafe\u0301", System.Text.NormalizationForm.FormC), Is.EqualTo("Caf\u00e9"));
+        Assert.That(UnicodeNormalization.Normalize("\u00e9", System.Text.NormalizationForm.FormD), Is.EqualTo("e\u0301"));
+        Assert.That(UnicodeNormalization.Normalize("ﬁ", System.Text.NormalizationForm.FormKC), Is.EqualTo("fi"));
+        var legacy = VlaTokenizer.FromFolder(Fixture("qwen2-bpe"));
+        Assert.That(legacy.TokenizerJson, Is.Null);
+        Assert.That(legacy.Encode("Cafe\u0301 crème"), Is.EqualTo(legacy.Encode("Caf\u00e9 crème")));
+    }
+
+    [Test]
     public void A_folder_with_only_tokenizer_json_loads_and_takes_its_special_tokens_from_it()
     {
         // Qwen3's files: no bos_token; eos from tokenizer_config.json; padding falls back to it.
