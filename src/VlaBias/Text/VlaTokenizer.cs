@@ -197,7 +197,7 @@ public sealed class VlaTokenizer
         }
         var ids = new List<int>();
         if (hf is not null) ids.AddRange(hf.PrefixIds);
-        if (AddBos) ids.Add(BosId);
+        else if (AddBos) ids.Add(BosId);
         int at = filled.IndexOf(ImagePlaceholder, StringComparison.Ordinal);
         if (at < 0)
         {

@@ -72,9 +72,18 @@ public class TokenizerJsonTests
     [TestCase("tokenizer-llama2")]
     [TestCase("tokenizer-qwen3")]
     [TestCase("tiny-base")]
+    [TestCase("written:llama-spm")]
+    [TestCase("written:qwen2-bpe")]
     public void Token_ids_match_Transformers_js(string which)
     {
-        string dir = which == "tiny-base" ? TinyBase : Tfjs.LenmlModels(which);
+        // written:X is the tokenizer.json TokenizerJsonWriter makes of fixture X's older files.
+        string? tmp = which.StartsWith("written:") ? TestPaths.NewTempDir("tok-written") : null;
+        try { Compare(which, tmp is null ? (which == "tiny-base" ? TinyBase : Tfjs.LenmlModels(which)) : LegacyAndConverted(Fixture(which["written:".Length..]), tmp).json); }
+        finally { if (tmp is not null) Directory.Delete(tmp, true); }
+    }
+
+    private static void Compare(string which, string dir)
+    {
         var tok = VlaTokenizer.FromFolder(dir, requireImageToken: false);
         Assert.That(tok.TokenizerJson, Is.Not.Null, "read through tokenizer.json");
         var specials = tok.TokenizerJson!.AddedTokens.Select(a => a.Content).Take(8).ToList();
@@ -145,6 +154,7 @@ public class TokenizerJsonTests
             {
                 Assert.That(json.Encode(t), Is.EqualTo(legacy.Encode(t)), t);
                 Assert.That(json.EncodePrompt(t, 16), Is.EqualTo(legacy.EncodePrompt(t, 16)), t);
+                Assert.That(json.EncodePrompt(t, 0), Is.EqualTo(legacy.EncodePrompt(t, 0)), t);
                 var ids = legacy.Encode(t);
                 Assert.That(json.Decode(ids), Is.EqualTo(legacy.Decode(ids)), t);
             }
