@@ -1,6 +1,6 @@
-// Runs an export folder (OnnxExporter) with ONNX Runtime: the three graphs, the tokenizer and the preprocessor copied
-// beside them. It is an engine of the one decoder (Generation/IEngine.cs): prefill runs the prompt through
-// vision_encoder, embed_tokens and decoder_model, each step feeds one token per row with the KV cache passed from
+// Runs an export folder (OnnxExporter) with ONNX Runtime: the three graphs (onnx/…, or beside config.json in exports
+// made before the Transformers.js layout), the tokenizer and the preprocessor beside them. It is an engine of the one
+// decoder (Generation/IEngine.cs): prefill runs the prompt through vision_encoder, embed_tokens and the decoder, each step feeds one token per row with the KV cache passed from
 // present.{i}.* back into past_key_values.{i}.*, and rows can be reordered (beam search). Image features are written
 // over the image-token positions in row-major order, as LlavaModel does. Its prompts come from the folder's tokenizer
 // files and vlatune_onnx.json (PromptFormat), read once at load.
@@ -43,9 +43,10 @@ public sealed class OnnxVla : IEngine, IDisposable
     {
         Folder = dir; Info = info; Tokenizer = tok; Images = images;
         Prompts = PromptFormat.ForFolder(dir, tok, info.ImageSeqLength);
-        vision = Open(dir, OnnxExporter.VisionFile, options);
-        embed = Open(dir, OnnxExporter.EmbedFile, options);
-        decoder = Open(dir, OnnxExporter.DecoderFile, options);
+        var (visionFile, embedFile, decoderFile) = OnnxExporter.GraphFiles(dir);
+        vision = Open(visionFile, options);
+        embed = Open(embedFile, options);
+        decoder = Open(decoderFile, options);
     }
 
     public string Folder { get; }
@@ -68,9 +69,8 @@ public sealed class OnnxVla : IEngine, IDisposable
         return new OnnxVla(dir, info, tok, new ImagePreprocessor(pre), options);
     }
 
-    private static InferenceSession Open(string dir, string file, SessionOptions options)
+    private static InferenceSession Open(string path, SessionOptions options)
     {
-        var path = Path.Combine(dir, file);
         if (!File.Exists(path)) throw new BadInputException($"{path}: file not found");
         try { return new InferenceSession(path, options); }
         catch (OnnxRuntimeException e) { throw new BadInputException($"{path}: ONNX Runtime cannot load it ({e.Message})", e); }
