@@ -23,4 +23,6 @@ root.Subcommands.Add(CompareCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SteerCommand.Create());
 root.Subcommands.Add(MethodsCommand.Create());
+root.Subcommands.Add(RunsCommand.Create());
+root.Subcommands.Add(ProvenanceCommand.Create());
 return root.Parse(args).Invoke();
