@@ -101,12 +101,17 @@ public sealed class SlurmOptions
     {
         string md = Path.Combine(outDir, SweepSummary.MarkdownFile);
         string? command = null, recipe = null;
-        var sweepFile = Path.Combine(outDir, SeedSweep.SweepFile);
+        string here = Reproducibility.Provenance.CommandLine(Environment.GetCommandLineArgs().Skip(1));
+        // The sweep's own folder, or the folder of the runs given (a summary written elsewhere, e.g. a committed copy).
+        string sweepDir = File.Exists(Path.Combine(outDir, SeedSweep.SweepFile)) || runDirs is not { Count: > 0 }
+            ? outDir : Path.GetDirectoryName(Path.GetFullPath(runDirs[0]))!;
+        var sweepFile = Path.Combine(sweepDir, SeedSweep.SweepFile);
         if (File.Exists(sweepFile) && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(sweepFile)) is System.Text.Json.Nodes.JsonObject o)
         {
             command = o["command"]?.GetValue<string>();
             recipe = o["recipe"]?.GetValue<string>();
             runDirs ??= (o["seeds"] as System.Text.Json.Nodes.JsonArray ?? []).Select(s => SeedSweep.RunDir(outDir, s!.GetValue<long>())).ToList();
+            if (command is not null && Path.GetFullPath(sweepDir) != Path.GetFullPath(outDir) && !here.Contains(" tune ")) command += " && " + here;
         }
         string? first = runDirs?.FirstOrDefault(d => File.Exists(Path.Combine(d, "config.yaml")));
         string? model = null, data = null, suite = null;
@@ -117,7 +122,7 @@ public sealed class SlurmOptions
         }
         var inputs = Provenance.InputsOf(recipe is not null && File.Exists(recipe) ? recipe : null, model, data, suite,
             dataGenerated: data == DataCommand.DefaultSynthDir + "/manifest.jsonl");
-        Provenance.Write(md, command ?? Provenance.CommandLine(Environment.GetCommandLineArgs().Skip(1)), inputs);
+        Provenance.Write(md, command ?? here, inputs);
     }
 
     /// <summary>The last lines of a failed job's log, where the error usually is.</summary>
