@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using NUnit.Framework;
 using VlaBias.Reproducibility;
 using VlaBias.Tests.Cli;
+using VlaBias.Tests.Training;
 
 namespace VlaBias.Tests.Reproducibility;
 
@@ -100,5 +101,27 @@ public class ProvenanceTests
             var c = Provenance.Check(Path.Combine(dir, "results", "table.md"));   // must not throw
             Assert.That(c.Fresh || c.Stale.Count > 0, Is.True);
         }
+    }
+
+    [Test]
+    public void A_methods_table_records_its_inputs_and_goes_stale_when_its_recipe_is_edited()
+    {
+        var world = new TinyWorld(Path.Combine(dir, "world"), tunePairs: 2, valPairs: 2, testPairs: 8);
+        string recipe = Path.Combine(dir, "default.yaml");
+        File.Copy(Path.Combine(TinyWorld.RepoRoot(), "recipes", "default.yaml"), recipe);
+        var r = CliRunner.Run(dir, "methods", "--model", world.Model, "--data", world.Manifest, "--suite", world.Suite, "--recipe", "default.yaml",
+            "--out", "methods", "--bootstrap", "10", "--threads", "1", "--skip", "lora", "prompt", "steer", "prompt-engineering", "penalty");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.Stderr);
+        var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "methods", "comparison.md.provenance.json")))!;
+        Assert.That(doc["command"]!.GetValue<string>(), Does.StartWith("vlatune methods --model "));
+        Assert.That(doc["inputs"]!.AsArray().Select(i => i!["kind"]!.GetValue<string>()), Is.EquivalentTo(new[] { "recipe", "model", "data", "suite", "words", "world" }));
+        Assert.That(CliRunner.Run(dir, "provenance", "check", "methods/comparison.md").ExitCode, Is.EqualTo(0));
+
+        File.AppendAllText(recipe, "# edited\nlr: 3e-4\n");
+        var c = CliRunner.Run(dir, "provenance", "check", "methods/comparison.md");
+        TestContext.Progress.WriteLine(c.Stdout);
+        Assert.That(c.ExitCode, Is.EqualTo(1));
+        Assert.That(c.Stdout, Does.Contain("stale: recipe default.yaml changed since it was made"));
+        Assert.That(c.Stdout, Does.Contain("regenerate: cd . && vlatune methods --model"));
     }
 }
