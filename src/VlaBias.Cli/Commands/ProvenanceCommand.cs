@@ -49,21 +49,23 @@ public static class ProvenanceCommand
         var data = new Option<string?>("--data") { Description = "Data manifest (its images are hashed too)" };
         var suite = new Option<string?>("--suite") { Description = "Evaluation suite (its word lists and world are added)" };
         var inputs = new Option<string[]>("--input") { Description = "Any other input file or folder, KIND=PATH (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var generated = new Option<string[]>("--generated") { Description = "An input vlatune makes from the others (a run's report), KIND=PATH: absent elsewhere is not stale", AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("record", "Write FILE.provenance.json for a result made another way (a README table, a screenshot).\n\n" +
             "Example:\n  vlatune provenance record eval/report_screenshot.png --command \"chromium --headless --screenshot …\" --input report=checkpoints/runs/latest/report.html");
         cmd.Arguments.Add(file);
-        foreach (var o in new Option[] { command, recipe, model, data, suite, inputs }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { command, recipe, model, data, suite, inputs, generated }) cmd.Options.Add(o);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             var list = Provenance.InputsOf(p.GetValue(recipe), p.GetValue(model), p.GetValue(data), p.GetValue(suite),
                 dataGenerated: p.GetValue(data) == DataCommand.DefaultSynthDir + "/manifest.jsonl");
-            foreach (var kv in p.GetValue(inputs) ?? [])
+            foreach (var (kv, isGenerated) in (p.GetValue(inputs) ?? []).Select(x => (x, false)).Concat((p.GetValue(generated) ?? []).Select(x => (x, true))))
             {
+                string option = isGenerated ? "--generated" : "--input";
                 var parts = kv.Split('=', 2);
-                if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0) throw new BadInputException($"--input: '{kv}' is not KIND=PATH");
-                if (!File.Exists(parts[1]) && !Directory.Exists(parts[1])) throw new BadInputException($"--input: {parts[1]}: not found");
-                list.Add(new ProvenanceInput(parts[0], parts[1]));
+                if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0) throw new BadInputException($"{option}: '{kv}' is not KIND=PATH");
+                if (!File.Exists(parts[1]) && !Directory.Exists(parts[1])) throw new BadInputException($"{option}: {parts[1]}: not found");
+                list.Add(new ProvenanceInput(parts[0], parts[1], isGenerated));
             }
             foreach (var i in list.Where(i => !i.Generated && !File.Exists(i.Path) && !Directory.Exists(i.Path)))
                 throw new BadInputException($"--{i.Kind}: {i.Path}: not found");
