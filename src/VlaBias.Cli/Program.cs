@@ -25,4 +25,5 @@ root.Subcommands.Add(SteerCommand.Create());
 root.Subcommands.Add(MethodsCommand.Create());
 root.Subcommands.Add(RunsCommand.Create());
 root.Subcommands.Add(ProvenanceCommand.Create());
-return root.Parse(args).Invoke();
+root.Subcommands.Add(TokenizeCommand.Create());
+return Cli.Invoke(root, args);

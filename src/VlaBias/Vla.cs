@@ -54,13 +54,19 @@ public sealed class Vla
 
     public static Vla Load(string dir, ScalarType dtype = ScalarType.Float32)
     {
+        dir = Assets.Resolve(dir);
         var model = LlavaModel.FromPretrained(dir, dtype);
         var tok = VlaTokenizer.FromFolder(dir);
         if (tok.ImageTokenId != model.Config.ImageTokenIndex)
             throw new BadInputException($"{dir}: tokenizer's image token id {tok.ImageTokenId} differs from config.json image_token_index {model.Config.ImageTokenIndex}");
         var pre = PreprocessorConfig.Load(Path.Combine(dir, "preprocessor_config.json"), model.Config.Vision.ImageSize);
-        return new Vla(model, tok, new ImagePreprocessor(pre), dir);
+        return new Vla(model, tok, new ImagePreprocessor(pre), dir) { ImageTokens = ProcessorConfig.Load(dir).ImageTokens(model.Config, pre) };
     }
+
+    private readonly int? imageTokens;
+
+    /// <summary>Image tokens one &lt;image&gt; expands to: processor_config.json's count where it has one, else the model's.</summary>
+    public int ImageTokens { get => imageTokens ?? Config.ImageSeqLength; init => imageTokens = value; }
 
     /// <summary>
     /// Prompt engineering: text put before every prompt (with a space), e.g. a fairness instruction; null = none.
@@ -75,7 +81,7 @@ public sealed class Vla
     public int[] PromptIds(string prompt, bool withImage = true)
     {
         if (!string.IsNullOrWhiteSpace(PromptPrefix)) prompt = PromptPrefix.Trim() + " " + prompt;
-        var ids = Tokenizer.EncodePrompt(prompt, withImage ? Config.ImageSeqLength : 0);
+        var ids = Tokenizer.EncodePrompt(prompt, withImage ? ImageTokens : 0);
         return Model.SoftPrompt is { } soft ? soft.Insert(ids, Tokenizer.AddBos) : ids;
     }
 

@@ -22,7 +22,8 @@ public static class ExportCommand
         var steps = new Option<int>("--decode-steps") { Description = "Cached decode steps compared per image", DefaultValueFactory = _ => 12 };
         var tol = new Option<double>("--tolerance") { Description = "Largest allowed |Δlogit|", DefaultValueFactory = _ => ExportVerifier.DefaultTolerance };
         var merged = new Option<string?>("--save-merged") { Description = "Also write the merged model as a Hugging Face checkpoint folder" };
-        var cmd = new Command("export", "Export a model (+ merged adapter) to ONNX: vision_encoder.onnx, embed_tokens.onnx, decoder_model.onnx (KV cache), vlatune_onnx.json.\n\n" +
+        var cmd = new Command("export", "Export a model (+ merged adapter) to ONNX in the layout Transformers.js loads: onnx/vision_encoder.onnx, onnx/embed_tokens.onnx, " +
+            "onnx/decoder_model_merged.onnx (KV cache), with config, processor, tokenizer.json and generation files, and vlatune_onnx.json.\n\n" +
             "Examples:\n  vlatune export --model checkpoints/tiny-base --adapter checkpoints/runs/latest --out exports/tuned --verify\n" +
             "  vlatune caption --engine onnx --model exports/tuned image.png");
         foreach (var o in new Option[] { model, adapter, outDir, verify, images, count, steps, tol, merged }) cmd.Options.Add(o);

@@ -20,6 +20,7 @@ public sealed class LoraAdapter
 {
     public const string ConfigFileName = "adapter_config.json";
     public const string WeightsFileName = "adapter_model.safetensors";
+    public const string BinWeightsFileName = "adapter_model.bin";
     private const string KeyPrefix = "base_model.model.";
     private const string SuffixA = ".lora_A.weight";
     private const string SuffixB = ".lora_B.weight";
@@ -244,16 +245,18 @@ public sealed class LoraAdapter
         string configPath = Path.Combine(dir, ConfigFileName), weightsPath = Path.Combine(dir, WeightsFileName);
         if (!Directory.Exists(dir)) throw new BadInputException($"{dir}: adapter folder not found");
         if (!File.Exists(configPath)) throw new BadInputException($"{dir}: no {ConfigFileName} (a PEFT adapter folder has {ConfigFileName} and {WeightsFileName})");
-        if (!File.Exists(weightsPath)) throw new BadInputException($"{dir}: no {WeightsFileName}{(File.Exists(Path.Combine(dir, "adapter_model.bin")) ? " (adapter_model.bin, PyTorch pickle, is not read: convert it to safetensors)" : "")}");
+        // As PEFT: adapter_model.safetensors, else the PyTorch pickle adapter_model.bin.
+        if (!File.Exists(weightsPath) && File.Exists(Path.Combine(dir, BinWeightsFileName))) weightsPath = Path.Combine(dir, BinWeightsFileName);
+        if (!File.Exists(weightsPath)) throw new BadInputException($"{dir}: no {WeightsFileName} (or {BinWeightsFileName})");
 
         var config = ReadConfig(configPath);
-        using var file = SafeTensorsFile.Open(weightsPath);
+        using var file = TensorFile.Open(weightsPath);
         var linears = model.named_modules().Where(m => m.module is Linear).ToDictionary(m => m.name, m => (Linear)m.module);
 
         // key → (module path, A or B)
         var byModule = new Dictionary<string, (string? A, string? B)>();
         var unmatched = new List<string>();
-        foreach (var key in file.Entries.Keys)
+        foreach (var key in file.Shapes.Keys)
         {
             if (!key.StartsWith(KeyPrefix, StringComparison.Ordinal))
                 throw new BadInputException($"{weightsPath}: tensor {ErrorText.Quote(key)} does not start with '{KeyPrefix}' (not a PEFT adapter)");
@@ -267,7 +270,7 @@ public sealed class LoraAdapter
             byModule[path] = isA ? pair with { A = key } : pair with { B = key };
         }
         if (byModule.Count == 0)
-            throw new BadInputException($"{dir}: this adapter is for another base model: none of its {file.Entries.Count} tensors matches a Linear module of the model (e.g. {ErrorText.Quote(file.Entries.Keys.FirstOrDefault() ?? "(no tensors)")})");
+            throw new BadInputException($"{dir}: this adapter is for another base model: none of its {file.Shapes.Count} tensors matches a Linear module of the model (e.g. {ErrorText.Quote(file.Shapes.Keys.FirstOrDefault() ?? "(no tensors)")})");
         if (unmatched.Count > 0)
             throw new BadInputException($"{dir}: {unmatched.Count} adapter tensor(s) match no Linear module of the base model, e.g. {ErrorText.Quote(unmatched[0])}");
 
@@ -277,8 +280,8 @@ public sealed class LoraAdapter
             if (a is null || b is null) { problems.Add($"module '{path}' has only {(a is null ? "lora_B" : "lora_A")}"); continue; }
             var w = linears[path].weight;
             long outF = w.shape[0], inF = w.shape[1];
-            var shapeA = file.Entries[a].Shape;
-            var shapeB = file.Entries[b].Shape;
+            var shapeA = file.Shapes[a];
+            var shapeB = file.Shapes[b];
             if (!shapeA.SequenceEqual(new long[] { config.R, inF }))
                 problems.Add($"tensor {ErrorText.Quote(a)} has shape {ErrorText.Shape(shapeA)}, expected [r={config.R}, in={inF}]");
             if (!shapeB.SequenceEqual(new long[] { outF, config.R }))

@@ -27,6 +27,7 @@ public sealed class ProbingSuite
 
     public static ProbingSuite Load(string path = DefaultPath)
     {
+        path = Assets.Resolve(path);
         if (!File.Exists(path)) throw new BadInputException($"{path}: probing suite not found");
         JsonObject o;
         try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new BadInputException($"{path}: expected a JSON object"); }

@@ -151,6 +151,7 @@ public sealed class World
     /// <summary>Reads and validates world.json; every problem is reported in one BadInputException naming the field.</summary>
     public static World Load(string path)
     {
+        path = Assets.Resolve(path);
         if (!File.Exists(path)) throw new BadInputException($"{path}: file not found (expected the world definition, e.g. data/scenes/world.json)");
         World? world;
         try { world = JsonSerializer.Deserialize<World>(File.ReadAllText(path), Json); }

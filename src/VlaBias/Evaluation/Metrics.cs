@@ -24,6 +24,7 @@ public sealed record WordLists(GenderWords Gender, IReadOnlyCollection<string> R
 {
     public static WordLists Load(string genderWordsPath, string worldPath)
     {
+        genderWordsPath = Assets.Resolve(genderWordsPath);
         if (!File.Exists(genderWordsPath)) throw new BadInputException($"{genderWordsPath}: gender word list not found");
         var o = JsonNode.Parse(File.ReadAllText(genderWordsPath)) as JsonObject ?? throw new BadInputException($"{genderWordsPath}: expected a JSON object");
         string[] List(string key) => (o[key] as JsonArray ?? throw new BadInputException($"{genderWordsPath}: missing list '{key}'"))

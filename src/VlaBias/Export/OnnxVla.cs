@@ -1,5 +1,5 @@
-// Runs an export folder (OnnxExporter) with ONNX Runtime: the three graphs, the tokenizer and the preprocessor copied
-// beside them. Decoding has TextGenerator's semantics (greedy and beam, left-padded batches, the same suppressed
+// Runs an export folder (OnnxExporter) with ONNX Runtime: the three graphs (onnx/…, or beside config.json in exports
+// made before the Transformers.js layout), the tokenizer and the preprocessor beside them. Decoding has TextGenerator's semantics (greedy and beam, left-padded batches, the same suppressed
 // tokens, per-token log-probabilities), with the KV cache passed from present.{i}.* back into past_key_values.{i}.*.
 // Image features are written over the image-token positions in row-major order, as LlavaModel.Embed does.
 using System.Text.Json.Nodes;
@@ -39,9 +39,10 @@ public sealed class OnnxVla : IDisposable
     private OnnxVla(string dir, OnnxExportInfo info, VlaTokenizer tok, ImagePreprocessor images, SessionOptions options)
     {
         Folder = dir; Info = info; Tokenizer = tok; Images = images;
-        vision = Open(dir, OnnxExporter.VisionFile, options);
-        embed = Open(dir, OnnxExporter.EmbedFile, options);
-        decoder = Open(dir, OnnxExporter.DecoderFile, options);
+        var (visionFile, embedFile, decoderFile) = OnnxExporter.GraphFiles(dir);
+        vision = Open(visionFile, options);
+        embed = Open(embedFile, options);
+        decoder = Open(decoderFile, options);
     }
 
     public string Folder { get; }
@@ -63,9 +64,8 @@ public sealed class OnnxVla : IDisposable
         return new OnnxVla(dir, info, tok, new ImagePreprocessor(pre), options);
     }
 
-    private static InferenceSession Open(string dir, string file, SessionOptions options)
+    private static InferenceSession Open(string path, SessionOptions options)
     {
-        var path = Path.Combine(dir, file);
         if (!File.Exists(path)) throw new BadInputException($"{path}: file not found");
         try { return new InferenceSession(path, options); }
         catch (OnnxRuntimeException e) { throw new BadInputException($"{path}: ONNX Runtime cannot load it ({e.Message})", e); }

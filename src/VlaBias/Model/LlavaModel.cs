@@ -116,7 +116,7 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
         return name;
     }
 
-    /// <summary>Builds the model described by DIR/config.json and loads DIR's safetensors weights into it.</summary>
+    /// <summary>Builds the model described by DIR/config.json and loads DIR's weights (safetensors, else PyTorch .bin) into it.</summary>
     public static LlavaModel FromPretrained(string dir, ScalarType dtype = ScalarType.Float32)
     {
         if (!Directory.Exists(dir)) throw new BadInputException($"{dir}: model folder not found");
@@ -142,7 +142,7 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
     /// Copies every tensor into the matching parameter (converting dtype, one tensor at a time, no second copy of the
     /// model). Missing, unexpected and mis-shaped tensors are reported together in one BadInputException.
     /// </summary>
-    public void LoadWeights(IReadOnlyDictionary<string, SafeTensorsFile> files, string where)
+    public void LoadWeights(IReadOnlyDictionary<string, ITensorFile> files, string where)
     {
         var parameters = state_dict();
         var problems = new List<string>();
@@ -156,10 +156,10 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
                 if (!IgnorableExtra(canonical)) problems.Add($"unexpected tensor '{fileName}'");
                 continue;
             }
-            var entry = file.Entries[fileName];
-            if (!entry.Shape.SequenceEqual(target.shape))
+            var shape = file.Shapes[fileName];
+            if (!shape.SequenceEqual(target.shape))
             {
-                problems.Add($"tensor '{fileName}' has shape [{string.Join(", ", entry.Shape)}], expected [{string.Join(", ", target.shape)}]");
+                problems.Add($"tensor '{fileName}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", target.shape)}]");
                 continue;
             }
             seen.Add(canonical);

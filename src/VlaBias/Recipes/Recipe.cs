@@ -20,6 +20,7 @@ public sealed class Recipe
 
     public static Recipe Load(string path)
     {
+        path = Assets.Resolve(path);
         if (!File.Exists(path)) throw new BadInputException($"{path}: recipe not found");
         var r = new Recipe(path);
         var yaml = new YamlStream();

@@ -9,7 +9,8 @@ namespace VlaBias.Tests.Export;
 
 /// <summary>
 /// A small committed export (Fixtures/onnx/clip-llama-tiny, CLIP + Llama with GQA) with TorchSharp's logits for a
-/// left-padded two-image batch. The same files pass Debian's ONNX 1.12 checker:
+/// left-padded two-image batch. It is in the layout exports had before the Transformers.js one (graphs beside
+/// config.json, decoder_model.onnx, a vocab.txt tokenizer), which OnnxVla and `vlatune caption --engine onnx` still read. The same files pass Debian's ONNX 1.12 checker:
 /// <c>/usr/bin/python3 tools/reference/check_onnx.py tests/VlaBias.Tests/Fixtures/onnx</c>.
 /// </summary>
 public class OnnxFixtureTests
