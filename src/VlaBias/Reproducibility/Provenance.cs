@@ -137,11 +137,12 @@ public static class Provenance
 
     private static string Sha(byte[] bytes) => Convert.ToHexString(SHA256.HashData(bytes)).ToLowerInvariant();
 
-    /// <summary>A file's sha256; a folder's over its files (relative path + hash, sorted); a manifest's also over the images it names.</summary>
+    /// <summary>A file's sha256; a folder's over its files (relative path + hash, sorted, *.md left out); a manifest's also over the images it names.</summary>
     public static string HashOf(ProvenanceInput input)
     {
         string p = input.Path;
-        if (Directory.Exists(p)) return HashTree(p, Directory.EnumerateFiles(p, "*", SearchOption.AllDirectories));
+        // A folder (a model): every file but notes for people (MODEL_CARD.md, README.md), which nothing reads.
+        if (Directory.Exists(p)) return HashTree(p, Directory.EnumerateFiles(p, "*", SearchOption.AllDirectories).Where(f => !f.EndsWith(".md", StringComparison.OrdinalIgnoreCase)));
         if (!File.Exists(p)) return "missing";
         if (input.Kind != "data" || !p.EndsWith(".jsonl", StringComparison.Ordinal)) return Sha(File.ReadAllBytes(p));
         var sb = new StringBuilder(Sha(File.ReadAllBytes(p)));
