@@ -56,6 +56,7 @@ public class SlurmEvalTests
     {
         string outDir = Path.Combine(dir, "sharded");
         var r = CliRunner.Run(dir, Sharded(outDir, "--submit", "--wait"));
+        TestContext.Progress.WriteLine(r.Stdout);
         Assert.That(r.ExitCode, Is.EqualTo(0), r.Stdout + r.Stderr + cluster.Logs());
         Assert.That(r.Stdout, Does.Match(@"submitted array job \d+: shard 1/4, shard 2/4, shard 3/4, shard 4/4"));
         Assert.That(r.Stdout, Does.Match(@"submitted merge job \d+ \(after array job \d+ succeeds\)"));
@@ -94,6 +95,7 @@ public class SlurmEvalTests
         Assert.That(merge.Stderr, Does.Contain("shard 4/4 missing"));
 
         var second = CliRunner.Run(dir, Sharded(outDir, "--submit", "--wait"));
+        TestContext.Progress.WriteLine($"after scancel {job}_3:\n{string.Join("\n", second.Stderr.Split('\n').Where(l => l.StartsWith("eval:")))}\n{second.Stdout}");
         Assert.That(second.ExitCode, Is.EqualTo(0), second.Stdout + second.Stderr + cluster.Logs());
         Assert.That(second.Stderr, Does.Contain("3 of 4 shards done, 1 to run"));
         Assert.That(second.Stdout, Does.Match(@"submitted array job \d+: shard 4/4 \("));
