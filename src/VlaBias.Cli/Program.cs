@@ -23,5 +23,7 @@ root.Subcommands.Add(CompareCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SteerCommand.Create());
 root.Subcommands.Add(MethodsCommand.Create());
+root.Subcommands.Add(RunsCommand.Create());
+root.Subcommands.Add(ProvenanceCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
 return Cli.Invoke(root, args);

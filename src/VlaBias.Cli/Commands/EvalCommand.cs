@@ -26,10 +26,12 @@ public static class EvalCommand
             "  vlatune eval --model checkpoints/tiny-base --steer eval/methods/steer.safetensors --out eval/runs/steer\n" +
             "  vlatune eval --model checkpoints/tiny-base --soft-prompt checkpoints/runs/prompt --out eval/runs/prompt\n" +
             "  vlatune eval --model checkpoints/tiny-base --penalty 2 --beams 3 --out eval/runs/penalty\n" +
-            "  vlatune eval --out /tmp/e1 --shard 1/2 && vlatune eval --out /tmp/e2 --shard 2/2 && vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e");
+            "  vlatune eval --out /tmp/e1 --shard 1/2 && vlatune eval --out /tmp/e2 --shard 2/2 && vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e\n" +
+            "  vlatune eval --out /shared/e --slurm --shards 8 --partition cpu --time 01:00:00 --cpus-per-task 4 --submit   (docs/cluster.md)");
         var beams = new Option<int>("--beams") { Description = "Beam width for captions (1 = greedy, the suite's default)", DefaultValueFactory = _ => 1 };
         foreach (var o in new Option[] { model, adapter, suite, outDir, shard, noCache, split, bootstrap, limit, beams, dtype }) cmd.Options.Add(o);
         var methodOptions = new MethodOptions(cmd, decoding: true);
+        var slurm = new SlurmOptions(cmd, shards: true);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
@@ -39,6 +41,8 @@ public static class EvalCommand
                 r.Override("bootstrap", p.GetValue(bootstrap));
             });
             DefaultData.Ensure(s.Manifest, s.World);
+            if (p.GetValue(shard) is not null && p.GetValue(slurm.Slurm)) throw new BadInputException("--shard: not with --slurm (give --shards N; each task gets its --shard)");
+            if (slurm.Eval(p, s, p.GetValue(model)!, p.GetValue(adapter), methodOptions.Read(p, p.GetValue(beams)), p.GetValue(outDir)!, p.GetValue(limit), [outDir, shard]) is int code) return code;
             var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
             var methods = methodOptions.Read(p, p.GetValue(beams));
             using var applied = methods.Apply(vla);

@@ -38,7 +38,10 @@ public static class MethodsCommand
             DefaultData.Ensure(req.Data);
             var rows = MethodComparison.Run(req, new SyncProgress<string>(s => Serilog.Log.Information("methods: {Step}", s)));
             Console.WriteLine(MethodComparison.Table(rows));
-            Console.WriteLine($"written: {Path.Combine(req.Out, "comparison.md")}");
+            var table = Path.Combine(req.Out, "comparison.md");
+            VlaBias.Reproducibility.Provenance.Write(table, VlaBias.Reproducibility.Provenance.CommandLine(Environment.GetCommandLineArgs().Skip(1)),
+                VlaBias.Reproducibility.Provenance.InputsOf(req.Recipe, req.Model, req.Data, req.Suite, dataGenerated: req.Data == DefaultData.Manifest));
+            Console.WriteLine($"written: {table} (+ .provenance.json)");
             return ExitCodes.Ok;
         }));
         return cmd;

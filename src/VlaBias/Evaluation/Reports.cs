@@ -122,6 +122,7 @@ public static partial class Reports
         string? state = curves is null ? null
             : $"Stopped: {curves.StopReason ?? "?"}; best adapter from step {curves.BestStep?.ToString(CultureInfo.InvariantCulture) ?? "?"}; " +
               $"{curves.Points.Count} validation points{(curves.Threshold is double t ? $", threshold {t.ToString("0.###", CultureInfo.InvariantCulture)}" : "")}.";
+        if (ResidualBias.ForRun(runDir) is { } residual) state = (state is null ? "" : state + " ") + residual.Verdict;
         var body = ComparisonBody(runDir, runs, title, curves, state);
         AtomicFile.WriteAllText(Path.Combine(runDir, "report.html"), ReportHtml.Page(title, body));
 
