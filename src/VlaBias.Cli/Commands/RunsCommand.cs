@@ -25,7 +25,7 @@ public static class RunsCommand
             if (p.GetValue(outDir) is string o)
             {
                 var md = summary.Write(o);
-                SlurmOptions.RecordSummary(o, runs);
+                SweepProvenance.Record(o, VlaBias.Reproducibility.Provenance.CommandLine(Environment.GetCommandLineArgs().Skip(1)), runs);
                 Console.Error.WriteLine($"written: {md}");
             }
             Console.WriteLine(summary.Markdown());
