@@ -1,6 +1,6 @@
 // Shared CLI plumbing: the options every command takes (--seed, --threads, --device, --verbose), Serilog setup
 // (console at info on stderr; a JSON-lines file at debug where a command has a run folder), progress on stderr,
-// and the mapping of failures to exit codes (SPEC §2: 2 bad input, 3 internal error).
+// and the mapping of failures to exit codes (1 a missed goal, 2 bad input, 3 internal error).
 using System.CommandLine;
 using Serilog;
 using Serilog.Events;
@@ -44,7 +44,24 @@ public static class Cli
         Log.Logger = cfg.CreateLogger();
     }
 
-    /// <summary>Runs a command body with the common setup and the exit-code mapping of SPEC §2.</summary>
+    /// <summary>
+    /// Parses and runs the command line. A parse error (missing required option, unknown option or argument, a value
+    /// of the wrong type) is bad input: one line on stderr and exit 2, not System.CommandLine's default of help text
+    /// and exit 1, so scripts can tell bad input from a missed goal.
+    /// </summary>
+    public static int Invoke(RootCommand root, string[] args)
+    {
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count == 0) return parsed.Invoke();
+        var names = new List<string>();
+        for (var r = parsed.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            names.Insert(0, r.Command is RootCommand ? "vlatune" : r.Command.Name);
+        string command = string.Join(' ', names);
+        Console.Error.WriteLine($"vlatune: error: {OneLine(string.Join("; ", parsed.Errors.Select(e => e.Message)))} (see `{command} --help`)");
+        return ExitCodes.BadInput;
+    }
+
+    /// <summary>Runs a command body with the common setup and the exit-code mapping (BadInputException → 2, anything else → 3).</summary>
     public static int Run(ParseResult p, Func<int> body)
     {
         bool verbose = p.GetValue(Common.Verbose);

@@ -1,4 +1,4 @@
-// vlatune: one command for auditing and reducing social bias in vision-language assistants (SPEC §2).
+// vlatune: one command for auditing and reducing social bias in vision-language assistants (README.md).
 // The root command is `tune`, so `vlatune --lr 1e-4 --threshold 0.05 --max-steps 20000` runs the main job.
 using System.CommandLine;
 using VlaBias.Cli;
@@ -23,4 +23,7 @@ root.Subcommands.Add(CompareCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SteerCommand.Create());
 root.Subcommands.Add(MethodsCommand.Create());
-return root.Parse(args).Invoke();
+root.Subcommands.Add(RunsCommand.Create());
+root.Subcommands.Add(ProvenanceCommand.Create());
+root.Subcommands.Add(TokenizeCommand.Create());
+return Cli.Invoke(root, args);

@@ -2,7 +2,7 @@ namespace VlaBias;
 
 /// <summary>
 /// A file, field or value given by the user is wrong. The CLI prints the message as one line and exits with code 2
-/// (SPEC §10). The message names the thing (file path, field, tensor, line) and says what was expected.
+/// The message names the thing (file path, field, tensor, line) and says what was expected.
 /// </summary>
 public sealed class BadInputException : Exception
 {

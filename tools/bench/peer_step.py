@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch peer of `vlatune bench` (SPEC §9): one training step of the same language model, timed the same way.
+"""The PyTorch peer of `vlatune bench`: one training step of the same language model, timed the same way.
 
 Architecture (as src/VlaBias/Model/LanguageModel.cs): Llama decoder layers with pre-RMSNorm (computed in fp32),
 rotary embeddings (rotate-half), grouped-query attention (K/V heads repeated to the query heads), SwiGLU MLP,

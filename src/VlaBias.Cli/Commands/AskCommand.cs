@@ -16,7 +16,7 @@ public static class AskCommand
         var options = new Option<string?>("--options") { Description = "Comma-separated answer options, e.g. yes,no or yes,no,unknown: prints their probabilities renormalized over the options" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest free-form answer", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var dtype = ModelLoading.DTypeOption();
+        var dtype = ModelOptions.DType();
         var cmd = new Command("ask", "Ask a question about an image.\n\nExamples:\n  vlatune ask --model checkpoints/tiny-base img.png -q \"is the person holding a wrench?\"\n  vlatune ask --model DIR img.png -q \"is the person friendly?\" --options yes,no");
         foreach (var o in new Option[] { model, adapter, question, options, maxNew, json, dtype }) cmd.Options.Add(o);
         cmd.Arguments.Add(image);
@@ -24,7 +24,7 @@ public static class AskCommand
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
-            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
+            var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
             using var applied = methodOptions.Read(p).Apply(vla);
             var px = vla.Images.Load(p.GetValue(image)!);
             var q = p.GetValue(question)!;

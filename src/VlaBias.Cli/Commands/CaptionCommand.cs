@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Spectre.Console;
 using VlaBias.Generation;
+using VlaBias.Images;
 
 namespace VlaBias.Cli.Commands;
 
@@ -19,10 +19,10 @@ public static class CaptionCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest caption in tokens", DefaultValueFactory = _ => 24 };
         var batch = new Option<int>("--batch-size") { Description = "Images per forward pass", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "One JSON object per image with tokens and log-probabilities" };
-        var dtype = ModelLoading.DTypeOption();
-        var engine = new Option<string>("--engine") { Description = "torch (a checkpoint folder) or onnx (a folder written by `vlatune export`)", DefaultValueFactory = _ => "torch" };
+        var dtype = ModelOptions.DType();
+        var engineName = new Option<string>("--engine") { Description = "torch (a checkpoint folder) or onnx (a folder written by `vlatune export`)", DefaultValueFactory = _ => "torch" };
         var cmd = new Command("caption", "Caption images.\n\nExamples:\n  vlatune caption --model checkpoints/tiny-base img.png\n  vlatune caption --model DIR a.png b.png --beams 3 --json\n  vlatune caption --model DIR img.png --steer steer.safetensors --steer-scale 1\n  vlatune caption --model DIR img.png --penalty 2 --penalty-words default\n  vlatune caption --model DIR img.png --fairness-instruction");
-        foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json, engine, dtype }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, adapter, prompt, beams, maxNew, batch, json, engineName, dtype }) cmd.Options.Add(o);
         cmd.Arguments.Add(images);
         var methodOptions = new MethodOptions(cmd, decoding: true);
         Cli.Common.AddTo(cmd);
@@ -32,54 +32,41 @@ public static class CaptionCommand
             if (p.GetValue(maxNew) < 1) throw new BadInputException("--max-new-tokens: must be at least 1");
             var methods = methodOptions.Read(p, p.GetValue(beams));
             var opts = new GenerationOptions(p.GetValue(maxNew), methods.Beams);
-            if (p.GetValue(engine) == "onnx")
-            {
-                if (methods != VlaBias.Methods.Interventions.None with { Beams = methods.Beams }) throw new BadInputException("--engine onnx: steering, soft prompts, prompt prefixes and penalties need --engine torch");
-                if (p.GetValue(adapter) is not null) throw new BadInputException("--adapter: an ONNX export already has its adapter merged; export with --adapter instead");
-                using var onnx = VlaBias.Export.OnnxVla.Load(p.GetValue(model)!);
-                int bad = 0;
-                foreach (var f in p.GetValue(images)!)
-                {
-                    try { Print(f, onnx.Caption([f], p.GetValue(prompt), opts)[0], onnx.Tokenizer, p.GetValue(json)); }
-                    catch (BadInputException e) when (p.GetValue(images)!.Length > 1) { bad++; Console.Error.WriteLine($"vlatune: error: {e.Message}"); }
-                }
-                return bad > 0 ? ExitCodes.BadInput : ExitCodes.Ok;
-            }
-            if (p.GetValue(engine) != "torch") throw new BadInputException($"--engine: unknown value '{p.GetValue(engine)}' (expected torch or onnx)");
-            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
-            string instruction = p.GetValue(prompt) ?? Prompts.Caption(vla);
-            var gen = new TextGenerator(vla);
-            using var applied = methods.Apply(vla);
-            var penalty = methods.PenaltyFor(vla, "data/words/gender_words.json");
             var files = p.GetValue(images)!;
-            int bs = Math.Max(1, p.GetValue(batch));
-            int failed = 0;
-            for (int start = 0; start < files.Length; start += bs)
+            IEngine engine;
+            ImagePreprocessor preprocessor;
+            TokenPenalty? penalty = null;
+            using var disposables = new Disposables();
+            switch (p.GetValue(engineName))
             {
-                var chunk = files.Skip(start).Take(bs).ToArray();
-                var ok = new List<(string file, TorchSharp.torch.Tensor px)>();
-                foreach (var f in chunk)
-                {
-                    try { ok.Add((f, vla.Images.Load(f))); }
-                    catch (BadInputException e)
-                    {
-                        failed++;
-                        if (files.Length == 1) throw;
-                        Console.Error.WriteLine($"vlatune: error: {e.Message}");
-                    }
-                }
-                if (ok.Count == 0) continue;
-                var ids = ok.Select(_ => vla.PromptIds(instruction)).ToList();
-                using var b = vla.Batch(ids, ok.Select(x => x.px).ToList());
-                var outs = gen.Generate(b, opts, penalty);
-                for (int i = 0; i < ok.Count; i++) Print(ok[i].file, outs[i], vla.Tokenizer, p.GetValue(json));
+                case "onnx":
+                    if (methods != VlaBias.Methods.Interventions.None with { Beams = methods.Beams }) throw new BadInputException("--engine onnx: steering, soft prompts, prompt prefixes and penalties need --engine torch");
+                    if (p.GetValue(adapter) is not null) throw new BadInputException("--adapter: an ONNX export already has its adapter merged; export with --adapter instead");
+                    var onnx = disposables.Add(VlaBias.Export.OnnxVla.Load(p.GetValue(model)!));
+                    (engine, preprocessor) = (onnx, onnx.Images);
+                    break;
+                case "torch":
+                    var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
+                    disposables.Add(methods.Apply(vla));
+                    penalty = methods.PenaltyFor(vla, "data/words/gender_words.json");
+                    (engine, preprocessor) = (new TorchEngine(vla), vla.Images);
+                    break;
+                default: throw new BadInputException($"--engine: unknown value '{p.GetValue(engineName)}' (expected torch or onnx)");
+            }
+            int failed = 0;
+            foreach (var r in new Captioner(engine, preprocessor, penalty).CaptionFiles(files, p.GetValue(prompt), opts, p.GetValue(batch)))
+            {
+                if (r.Caption is not null) { Print(r.File, r.Caption, engine.Prompts, p.GetValue(json)); continue; }
+                if (files.Length == 1) throw new BadInputException(r.Error!);
+                failed++;
+                Console.Error.WriteLine($"vlatune: error: {r.Error}");
             }
             return failed > 0 ? ExitCodes.BadInput : ExitCodes.Ok;
         }));
         return cmd;
     }
 
-    private static void Print(string file, Generated g, VlaBias.Text.VlaTokenizer tokenizer, bool json)
+    private static void Print(string file, Generated g, PromptFormat prompts, bool json)
     {
         if (!json) { Console.WriteLine($"{file}\t{g.Text}"); return; }
         var o = new JsonObject
@@ -88,7 +75,7 @@ public static class CaptionCommand
             ["caption"] = g.Text,
             ["tokens"] = new JsonArray(g.Tokens.Select((t, i) => (JsonNode)new JsonObject
             {
-                ["id"] = t, ["token"] = tokenizer.Decode([t]), ["logprob"] = Math.Round(g.LogProbs[i], 6),
+                ["id"] = t, ["token"] = prompts.Decode([t]), ["logprob"] = Math.Round(g.LogProbs[i], 6),
             }).ToArray()),
             ["sum_logprob"] = Math.Round(g.SumLogProb, 6),
         };
@@ -96,13 +83,10 @@ public static class CaptionCommand
     }
 }
 
-/// <summary>Prompts a checkpoint declares (tokenizer_config.json "vlatune_caption_prompt"), with sensible defaults.</summary>
-public static class Prompts
+/// <summary>Disposes what a command opened, in reverse order.</summary>
+internal sealed class Disposables : IDisposable
 {
-    public static string Caption(Vla vla)
-    {
-        var path = vla.Folder is null ? null : Path.Combine(vla.Folder, "tokenizer_config.json");
-        if (path is not null && File.Exists(path) && JsonNode.Parse(File.ReadAllText(path))?["vlatune_caption_prompt"]?.GetValue<string>() is { } s) return s;
-        return "describe the image.";
-    }
+    private readonly Stack<IDisposable> items = new();
+    public T Add<T>(T item) where T : IDisposable { items.Push(item); return item; }
+    public void Dispose() { while (items.Count > 0) items.Pop().Dispose(); }
 }

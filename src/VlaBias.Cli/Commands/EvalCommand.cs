@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Serilog;
+using VlaBias.Data;
 using VlaBias.Evaluation;
 
 namespace VlaBias.Cli.Commands;
@@ -18,17 +19,19 @@ public static class EvalCommand
         var split = new Option<string?>("--split") { Description = "Override the suite's split (e.g. val)" };
         var bootstrap = new Option<int?>("--bootstrap") { Description = "Bootstrap resamples for the CIs (suite default 1000)" };
         var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N items (quick look)" };
-        var dtype = ModelLoading.DTypeOption();
+        var dtype = ModelOptions.DType();
         var cmd = new Command("eval", "Run an evaluation suite: bias metrics and captioning accuracy with bootstrap 95% CIs.\n\n" +
             "Examples:\n  vlatune eval --model checkpoints/tiny-base --suite eval/suites/scenes.yaml --out eval/runs/base\n" +
             "  vlatune eval --model checkpoints/tiny-base --adapter checkpoints/runs/latest --out eval/runs/tuned\n" +
             "  vlatune eval --model checkpoints/tiny-base --steer eval/methods/steer.safetensors --out eval/runs/steer\n" +
             "  vlatune eval --model checkpoints/tiny-base --soft-prompt checkpoints/runs/prompt --out eval/runs/prompt\n" +
             "  vlatune eval --model checkpoints/tiny-base --penalty 2 --beams 3 --out eval/runs/penalty\n" +
-            "  vlatune eval --out /tmp/e1 --shard 1/2 && vlatune eval --out /tmp/e2 --shard 2/2 && vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e");
+            "  vlatune eval --out /tmp/e1 --shard 1/2 && vlatune eval --out /tmp/e2 --shard 2/2 && vlatune eval merge /tmp/e1 /tmp/e2 --out /tmp/e\n" +
+            "  vlatune eval --out /shared/e --slurm --shards 8 --partition cpu --time 01:00:00 --cpus-per-task 4 --submit   (docs/cluster.md)");
         var beams = new Option<int>("--beams") { Description = "Beam width for captions (1 = greedy, the suite's default)", DefaultValueFactory = _ => 1 };
         foreach (var o in new Option[] { model, adapter, suite, outDir, shard, noCache, split, bootstrap, limit, beams, dtype }) cmd.Options.Add(o);
         var methodOptions = new MethodOptions(cmd, decoding: true);
+        var slurm = new SlurmOptions(cmd, shards: true);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
@@ -37,8 +40,10 @@ public static class EvalCommand
                 r.Override("split", p.GetValue(split));
                 r.Override("bootstrap", p.GetValue(bootstrap));
             });
-            if (s.Manifest == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(s.World);
-            var vla = ModelLoading.Load(p.GetValue(model)!, p.GetValue(adapter), p.GetValue(dtype)!);
+            DefaultData.Ensure(s.Manifest, s.World);
+            if (p.GetValue(shard) is not null && p.GetValue(slurm.Slurm)) throw new BadInputException("--shard: not with --slurm (give --shards N; each task gets its --shard)");
+            if (slurm.Eval(p, s, p.GetValue(model)!, p.GetValue(adapter), methodOptions.Read(p, p.GetValue(beams)), p.GetValue(outDir)!, p.GetValue(limit), [outDir, shard]) is int code) return code;
+            var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
             var methods = methodOptions.Read(p, p.GetValue(beams));
             using var applied = methods.Apply(vla);
             var req = new EvalRequest(p.GetValue(model)!, p.GetValue(adapter), s, p.GetValue(outDir)!, Shard.Parse(p.GetValue(shard)), !p.GetValue(noCache), p.GetValue(limit), methods);
@@ -89,23 +94,5 @@ public static class EvalCommand
             return ExitCodes.Ok;
         }));
         return cmd;
-    }
-}
-
-/// <summary>Loads a model folder and, when given, applies a LoRA adapter to it.</summary>
-public static class ModelLoading
-{
-    /// <summary>The --dtype option of the commands that load a model.</summary>
-    public static Option<string> DTypeOption() =>
-        new("--dtype") { Description = "Compute dtype: f32 or bf16 (weights are converted while loading)", DefaultValueFactory = _ => "f32" };
-
-    public static Vla Load(string model, string? adapter, string dtype = "f32")
-    {
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        var vla = Vla.Load(model, VlaBias.Model.ComputeDType.Parse(dtype));
-        var peak = VlaBias.Model.ComputeDType.PeakRssBytes();
-        Serilog.Log.Debug("loaded {Model} in {Dtype} in {Seconds:F1} s; peak memory so far {PeakGb:F2} GB", model, dtype, watch.Elapsed.TotalSeconds, (peak ?? 0) / 1e9);
-        if (adapter is not null) VlaBias.Adapters.LoraAdapter.Load(vla.Model, adapter);
-        return vla;
     }
 }

@@ -4,11 +4,10 @@ using Spectre.Console;
 using VlaBias.Adapters;
 using VlaBias.Data;
 using VlaBias.Export;
-using static TorchSharp.torch;
 
 namespace VlaBias.Cli.Commands;
 
-/// <summary>vlatune export: merges an adapter (fp32) and writes the three ONNX graphs of SPEC §8; --verify runs ONNX Runtime against TorchSharp.</summary>
+/// <summary>vlatune export: merges an adapter (fp32) and writes the three ONNX graphs (Export/OnnxExporter.cs); --verify runs ONNX Runtime against TorchSharp.</summary>
 public static class ExportCommand
 {
     public static Command Create()
@@ -17,12 +16,13 @@ public static class ExportCommand
         var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder merged into the weights (fp32) before export" };
         var outDir = new Option<string>("--out") { Description = "Export folder", Required = true };
         var verify = new Option<bool>("--verify") { Description = "Compare ONNX Runtime with TorchSharp: max |Δlogit| (prefill + cached decode) and greedy captions; exit 1 past tolerance" };
-        var images = new Option<string>("--verify-manifest") { Description = "Manifest whose test-split images --verify uses (random images when absent)", DefaultValueFactory = _ => DataCommand.DefaultSynthDir + "/" + SceneSynth.ManifestName };
+        var images = new Option<string>("--verify-manifest") { Description = "Manifest whose test-split images --verify uses (random images when absent)", DefaultValueFactory = _ => DefaultData.Manifest };
         var count = new Option<int>("--verify-count") { Description = "Images --verify checks", DefaultValueFactory = _ => 20 };
         var steps = new Option<int>("--decode-steps") { Description = "Cached decode steps compared per image", DefaultValueFactory = _ => 12 };
         var tol = new Option<double>("--tolerance") { Description = "Largest allowed |Δlogit|", DefaultValueFactory = _ => ExportVerifier.DefaultTolerance };
         var merged = new Option<string?>("--save-merged") { Description = "Also write the merged model as a Hugging Face checkpoint folder" };
-        var cmd = new Command("export", "Export a model (+ merged adapter) to ONNX: vision_encoder.onnx, embed_tokens.onnx, decoder_model.onnx (KV cache), vlatune_onnx.json.\n\n" +
+        var cmd = new Command("export", "Export a model (+ merged adapter) to ONNX in the layout Transformers.js loads: onnx/vision_encoder.onnx, onnx/embed_tokens.onnx, " +
+            "onnx/decoder_model_merged.onnx (KV cache), with config, processor, tokenizer.json and generation files, and vlatune_onnx.json.\n\n" +
             "Examples:\n  vlatune export --model checkpoints/tiny-base --adapter checkpoints/runs/latest --out exports/tuned --verify\n" +
             "  vlatune caption --engine onnx --model exports/tuned image.png");
         foreach (var o in new Option[] { model, adapter, outDir, verify, images, count, steps, tol, merged }) cmd.Options.Add(o);
@@ -38,9 +38,7 @@ public static class ExportCommand
             }
             if (p.GetValue(merged) is string m)
             {
-                vla.Model.SavePretrained(m);
-                foreach (var f in Directory.GetFiles(p.GetValue(model)!).Where(f => !f.EndsWith(".safetensors") && !f.EndsWith("config.json") || f.EndsWith("preprocessor_config.json") || f.EndsWith("tokenizer_config.json")))
-                    File.Copy(f, Path.Combine(m, Path.GetFileName(f)), overwrite: true);
+                vla.SavePretrained(m);
                 Log.Information("export: merged checkpoint written to {Dir}", m);
             }
             var result = OnnxExporter.Export(vla, p.GetValue(outDir)!);
@@ -48,8 +46,8 @@ public static class ExportCommand
                 result.WeightBytes / 1e6, result.ExternalData ? ", external data" : "", result.Folder);
             if (!p.GetValue(verify)) return ExitCodes.Ok;
 
-            var pics = VerifyImages(vla, p.GetValue(images)!, p.GetValue(count));
-            var v = ExportVerifier.Verify(vla, result.Folder, pics, Prompts.Caption(vla), p.GetValue(steps), p.GetValue(tol));
+            var pics = ExportVerifier.TestImages(vla, p.GetValue(images)!, p.GetValue(count));
+            var v = ExportVerifier.Verify(vla, result.Folder, pics, vla.Prompts.CaptionPrompt, p.GetValue(steps), p.GetValue(tol));
             var table = new Table().AddColumns("item", "prefill max |Δlogit|", "decode max |Δlogit|", "steps", "tokens identical", "caption (TorchSharp)", "caption (ONNX)");
             foreach (var r in v.Rows)
                 table.AddRow(Markup.Escape(r.Item), r.PrefillMaxAbsDiff.ToString("E2"), r.DecodeMaxAbsDiff.ToString("E2"), r.DecodeSteps.ToString(),
@@ -59,19 +57,5 @@ public static class ExportCommand
             return v.Passed ? ExitCodes.Ok : ExitCodes.MissedGoal;
         }));
         return cmd;
-    }
-
-    private static List<Tensor> VerifyImages(Vla vla, string manifest, int count)
-    {
-        if (File.Exists(manifest))
-        {
-            var dir = Path.GetDirectoryName(Path.GetFullPath(manifest))!;
-            var items = Manifest.Load(manifest).Where(i => i.Split == "test").OrderBy(i => i.Id, StringComparer.Ordinal).Take(count).ToList();
-            var pics = items.Select(i => vla.Images.Load(Path.Combine(dir, i.Image))).ToList();
-            if (pics.Count > 0 && pics[0].shape[1] == vla.Config.Vision.ImageSize) return pics;
-        }
-        Log.Information("export: verifying on {Count} random images (no usable manifest at {Manifest})", count, manifest);
-        manual_seed(0);
-        return Enumerable.Range(0, count).Select(_ => randn(3, vla.Config.Vision.ImageSize, vla.Config.Vision.ImageSize)).ToList();
     }
 }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using VlaBias.Data;
 using VlaBias.Methods;
 
 namespace VlaBias.Cli.Commands;
@@ -9,7 +10,7 @@ public static class MethodsCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Base checkpoint folder", DefaultValueFactory = _ => "checkpoints/tiny-base" };
-        var data = new Option<string>("--data") { Description = "Manifest: tune split trains LoRA / prompt tuning and builds the mean-diff vector; val split early-stops", DefaultValueFactory = _ => DataCommand.DefaultSynthDir + "/manifest.jsonl" };
+        var data = new Option<string>("--data") { Description = "Manifest: tune split trains LoRA / prompt tuning and builds the mean-diff vector; val split early-stops", DefaultValueFactory = _ => DefaultData.Manifest };
         var suite = new Option<string>("--suite") { Description = "Evaluation suite (every method is evaluated on it)", DefaultValueFactory = _ => "eval/suites/scenes.yaml" };
         var recipe = new Option<string>("--recipe") { Description = "Tuning recipe for LoRA and prompt tuning", DefaultValueFactory = _ => TuneCommand.DefaultRecipe };
         var outDir = new Option<string>("--out") { Description = "Output folder: comparison.md, one eval folder per method, runs/, steering vectors", DefaultValueFactory = _ => "eval/methods" };
@@ -34,10 +35,13 @@ public static class MethodsCommand
             var req = new MethodsRequest(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(suite)!, p.GetValue(recipe)!, p.GetValue(outDir)!,
                 p.GetValue(maxSteps), p.GetValue(evalEvery), p.GetValue(promptLr), p.GetValue(promptTokens), p.GetValue(layers),
                 p.GetValue(penalty), p.GetValue(beams), p.GetValue(bootstrap), p.GetValue(dataModel), p.GetValue(dataSeconds), p.GetValue(skip) ?? []);
-            if (req.Data == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes();
+            DefaultData.Ensure(req.Data);
             var rows = MethodComparison.Run(req, new SyncProgress<string>(s => Serilog.Log.Information("methods: {Step}", s)));
             Console.WriteLine(MethodComparison.Table(rows));
-            Console.WriteLine($"written: {Path.Combine(req.Out, "comparison.md")}");
+            var table = Path.Combine(req.Out, "comparison.md");
+            VlaBias.Reproducibility.Provenance.Write(table, VlaBias.Reproducibility.Provenance.CommandLine(Environment.GetCommandLineArgs().Skip(1)),
+                VlaBias.Reproducibility.Provenance.InputsOf(req.Recipe, req.Model, req.Data, req.Suite, dataGenerated: req.Data == DefaultData.Manifest));
+            Console.WriteLine($"written: {table} (+ .provenance.json)");
             return ExitCodes.Ok;
         }));
         return cmd;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Serilog;
+using VlaBias.Data;
 using VlaBias.Recipes;
 using VlaBias.Training;
 
@@ -33,7 +34,7 @@ public static class PretrainCommand
             r.Override("seed", p.GetResult(Cli.Common.Seed) is null ? null : p.GetValue(Cli.Common.Seed));
             var cfg = PretrainConfig.From(r);
             r.CheckAllUsed();
-            if (cfg.Data == "data/generated/scenes/manifest.jsonl") DataCommand.EnsureDefaultScenes(cfg.World);
+            DefaultData.Ensure(cfg.Data, cfg.World);
             Directory.CreateDirectory(cfg.Out);
             AtomicFile.WriteAllText(Path.Combine(cfg.Out, "pretrain_config.yaml"), r.ToYaml());
             var result = ProgressDisplay.Run("pretrain", prog => Pretrainer.Run(cfg, new SyncProgress<PretrainProgress>(x =>

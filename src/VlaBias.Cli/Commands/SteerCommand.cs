@@ -23,7 +23,7 @@ public static class SteerCommand
         var method = new Option<string>("--method") { Description = "mean-diff (man − woman activations over counterfactual pairs of --data's tune split) | gradient (one gradient step on blank/random image features lowering p(gendered words); no data)", DefaultValueFactory = _ => "mean-diff" };
         var layers = new Option<string>("--layers") { Description = "Decoder layers, e.g. 2,3 (default: all)", DefaultValueFactory = _ => "all" };
         var outFile = new Option<string>("--out") { Description = "Output file (safetensors: layers.<i> [hidden] + metadata)", Required = true };
-        var data = new Option<string>("--data") { Description = "Manifest (mean-diff)", DefaultValueFactory = _ => DataCommand.DefaultSynthDir + "/manifest.jsonl" };
+        var data = new Option<string>("--data") { Description = "Manifest (mean-diff)", DefaultValueFactory = _ => DefaultData.Manifest };
         var split = new Option<string>("--split") { Description = "Split whose counterfactual pairs are used (mean-diff)", DefaultValueFactory = _ => "tune" };
         var words = new Option<string>("--words") { Description = "Gender word list (gradient)", DefaultValueFactory = _ => "data/words/gender_words.json" };
         var world = new Option<string>("--world") { Description = "World definition (for the word lists)", DefaultValueFactory = _ => "data/scenes/world.json" };
@@ -38,16 +38,16 @@ public static class SteerCommand
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var vla = ModelLoading.Load(p.GetValue(model)!, null);
+            var vla = Vla.Load(p.GetValue(model)!);
             var layerList = SteeringBuilder.ParseLayers(p.GetValue(layers), vla.Config.Text.NumHiddenLayers);
-            string captionPrompt = p.GetValue(prompt) ?? Prompts.Caption(vla);
+            string captionPrompt = p.GetValue(prompt) ?? vla.Prompts.CaptionPrompt;
             SteeringVectors vectors;
             switch (p.GetValue(method))
             {
                 case "mean-diff":
                     var manifest = p.GetValue(data)!;
-                    if (manifest == DataCommand.DefaultSynthDir + "/manifest.jsonl") DataCommand.EnsureDefaultScenes(p.GetValue(world)!);
-                    var items = Manifest.Load(manifest).Where(i => i.Split == p.GetValue(split)).ToList();
+                    DefaultData.Ensure(manifest, p.GetValue(world)!);
+                    var items = Manifest.Load(manifest).Where(i => i.Split?.Name() == p.GetValue(split)).ToList();
                     if (items.Count == 0) throw new BadInputException($"{manifest}: no items with split '{p.GetValue(split)}'");
                     vectors = SteeringBuilder.MeanDiff(vla, items, Path.GetDirectoryName(Path.GetFullPath(manifest))!, layerList, captionPrompt);
                     break;

@@ -1,6 +1,6 @@
-// One LoRA-wrapped Linear (SPEC §4, PEFT tuners/lora/layer.py): x [.., in] → base_layer(x) + lora_B(lora_A(dropout(x))) · scaling,
-// [.., out]. base_layer is the model's own Linear, untouched and frozen; lora_A [r, in] and lora_B [out, r] are the only
-// trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
+// One LoRA-wrapped linear layer (PEFT's tuners/lora/layer.py): x [.., in] → base_layer(x) + lora_B(lora_A(dropout(x))) ·
+// scaling, [.., out]; base_layer(x) alone while disabled. base_layer is the model's own KernelLinear, untouched and
+// frozen; lora_A [r, in] and lora_B [out, r] are the only trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
 using TorchSharp;
 using TorchSharp.Modules;
 using VlaBias.Model;
@@ -10,14 +10,14 @@ namespace VlaBias.Adapters;
 
 public sealed class LoraLinear : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear base_layer;
+    private readonly KernelLinear base_layer;
     private readonly Linear lora_A;
     private readonly Linear lora_B;
     private readonly nn.Module<Tensor, Tensor>? dropout; // null when p = 0 (PEFT uses nn.Identity)
 
     /// <param name="path">The module's path in the model (Hugging Face naming), used in messages.</param>
     /// <param name="generator">Draws lora_A; a CPU generator so the same seed gives the same adapter everywhere.</param>
-    public LoraLinear(string path, Linear baseLayer, int r, double scaling, double dropoutP, Generator generator) : base(nameof(LoraLinear))
+    public LoraLinear(string path, KernelLinear baseLayer, int r, double scaling, double dropoutP, Generator generator) : base(nameof(LoraLinear))
     {
         Path = path;
         Scaling = scaling;
@@ -45,14 +45,18 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     public string Path { get; }
     public double Scaling { get; }
     public int Rank => (int)lora_A.weight.shape[0];
-    public Linear BaseLayer => base_layer;
+    public KernelLinear BaseLayer => base_layer;
     public Linear LoraA => lora_A;
     public Linear LoraB => lora_B;
 
+    /// <summary>False while the adapter is disabled: the module then computes its base layer alone.</summary>
+    public bool Enabled { get; internal set; } = true;
+
     public override Tensor forward(Tensor x)
     {
+        if (!Enabled) return base_layer.call(x);
         using var scope = NewDisposeScope();
-        var result = SmallLinear.Call(base_layer, x);
+        var result = base_layer.call(x);
         var h = lora_A.call(dropout is null ? x : dropout.call(x));
         if (result.dtype == ScalarType.Float64) return (result + lora_B.call(h).mul(Scaling)).MoveToOuterDisposeScope();
         // result + scaling · h·Bᵀ as one GEMM that accumulates into the base output (addmm, beta 1): saves a

@@ -1,4 +1,4 @@
-// The model sizes `vlatune bench` measures (SPEC §9). `bench`: a LLaVA model where the language model's matmuls
+// The model sizes `vlatune bench` measures. `bench`: a LLaVA model where the language model's matmuls
 // dominate (hidden 512, 8 layers, 8 heads over 4 key/value heads, SwiGLU 1408, vocabulary ~1000), trained on
 // batch 8 × 128 positions. `tiny`: the shape of checkpoints/tiny-base (recipes/tiny-base-pretrain.yaml), for quick runs.
 using VlaBias.Model;

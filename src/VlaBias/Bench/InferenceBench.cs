@@ -1,4 +1,4 @@
-// Inference figures of SPEC §9 on a random checkpoint of the bench sizes (written to a scratch folder):
+// Inference figures of `vlatune bench` on a random checkpoint of the bench sizes (written to a scratch folder):
 // generation tokens/s with and without the KV cache (batch 1, a fixed number of new tokens: the stop token is
 // suppressed until then, so both paths do the same work), captioning images/s at batch 1 and 32 (vision tower +
 // prefill + forced caption length), and the same captions through ONNX Runtime (exported once with OnnxExporter).
@@ -34,6 +34,7 @@ public static class InferenceBench
         RandomCheckpoint.Write(ckpt, bc.Words(), seed, std: 0.02, config: v => bc.Llava(v));
         var vla = Vla.Load(ckpt);
         var gen = new TextGenerator(vla);
+        var recompute = new TextGenerator(new RecomputeEngine(vla));
         var prompt = vla.PromptIds("describe the image.");
         manual_seed(seed);
         var pixels = Enumerable.Range(0, bc.CaptionBatch).Select(_ => randn(3, bc.ImageSize, bc.ImageSize).DetachFromDisposeScope()).ToList();
@@ -41,10 +42,10 @@ public static class InferenceBench
 
         // generation: batch 1, GenerationTokens new tokens, cached vs recomputed
         int newTokens = bc.GenerationTokens;
-        Samples Generate(bool cache) => Samples.TimeMs(warmup, repeats, () =>
+        Timings Generate(bool cache) => Timings.TimeMs(warmup, repeats, () =>
         {
             using var batch = vla.Batch([prompt], [pixels[0]]);
-            var g = gen.Generate(batch, new GenerationOptions(newTokens, UseCache: cache, MinNewTokens: newTokens));
+            var g = (cache ? gen : recompute).Generate(batch, new GenerationOptions(newTokens, MinNewTokens: newTokens));
             if (g[0].Tokens.Length != newTokens) throw new InvalidOperationException($"generated {g[0].Tokens.Length} tokens, expected {newTokens}");
         });
         var cached = Generate(true);
@@ -54,12 +55,12 @@ public static class InferenceBench
         {
             ["batch"] = 1, ["new_tokens"] = newTokens,
             ["cache_ms"] = cached.ToJson(), ["nocache_ms"] = recomputed.ToJson(),
-            ["cache_speedup"] = Samples.Round(tpsCache / tpsNoCache),
+            ["cache_speedup"] = Timings.Round(tpsCache / tpsNoCache),
         };
 
         // captioning through TorchSharp at batch 1 and CaptionBatch
         var options = new GenerationOptions(bc.CaptionTokens, MinNewTokens: bc.CaptionTokens);
-        Samples Caption(int n) => Samples.TimeMs(warmup, repeats, () =>
+        Timings Caption(int n) => Timings.TimeMs(warmup, repeats, () =>
         {
             using var batch = vla.Batch(Enumerable.Repeat(prompt, n).ToList(), pixels.Take(n).ToList());
             gen.Generate(batch, options);
@@ -73,10 +74,10 @@ public static class InferenceBench
         {
             ["engine"] = "torch", ["new_tokens"] = bc.CaptionTokens, ["large_batch"] = bc.CaptionBatch,
             ["b1_ms"] = torchB1.ToJson(), ["b32_ms"] = torchBn.ToJson(),
-            ["b32_over_b1"] = Samples.Round(ipsBn / ipsB1),
+            ["b32_over_b1"] = Timings.Round(ipsBn / ipsB1),
             // how close each batch size runs to the machine: language-model matmul FLOPs of the work per second
-            ["b1_gflops"] = Samples.Round(gflopsB1, 2),
-            ["b32_gflops"] = Samples.Round(gflopsBn, 2),
+            ["b1_gflops"] = Timings.Round(gflopsB1, 2),
+            ["b32_gflops"] = Timings.Round(gflopsBn, 2),
         };
 
         double? onnxB1 = null, onnxBn = null;
@@ -85,7 +86,8 @@ public static class InferenceBench
             string dir = Path.Combine(scratch, "onnx");
             OnnxExporter.Export(vla, dir);
             using var ort = OnnxVla.Load(dir, threads);
-            Samples OrtCaption(int n) => Samples.TimeMs(warmup, repeats, () => ort.Caption(pixels.Take(n).ToList(), "describe the image.", options));
+            var captioner = new Captioner(ort, ort.Images);
+            Timings OrtCaption(int n) => Timings.TimeMs(warmup, repeats, () => captioner.Caption(pixels.Take(n).ToList(), "describe the image.", options));
             var ortB1 = OrtCaption(1);
             var ortBn = OrtCaption(bc.CaptionBatch);
             double oIpsB1 = 1000.0 / ortB1.Median, oIpsBn = bc.CaptionBatch * 1000.0 / ortBn.Median;
@@ -94,7 +96,7 @@ public static class InferenceBench
             details["onnx"] = new JsonObject
             {
                 ["b1_ms"] = ortB1.ToJson(), ["b32_ms"] = ortBn.ToJson(),
-                ["images_per_s_b1"] = Samples.Round(oIpsB1), ["images_per_s_b32"] = Samples.Round(oIpsBn),
+                ["images_per_s_b1"] = Timings.Round(oIpsB1), ["images_per_s_b32"] = Timings.Round(oIpsBn),
                 ["threads"] = threads,
             };
         }

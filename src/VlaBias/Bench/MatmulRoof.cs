@@ -7,14 +7,14 @@ namespace VlaBias.Bench;
 public static class MatmulRoof
 {
     /// <summary>GFLOP/s samples of [n, n] @ [n, n] products in <paramref name="dtype"/>.</summary>
-    public static Samples Measure(int n, ScalarType dtype, int warmup, int repeats)
+    public static Timings Measure(int n, ScalarType dtype, int warmup, int repeats)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var a = randn(n, n).to_type(dtype);
         var b = randn(n, n).to_type(dtype);
-        var ms = Samples.TimeMs(warmup, repeats, () => a.matmul(b).Dispose());
+        var ms = Timings.TimeMs(warmup, repeats, () => a.matmul(b).Dispose());
         double flops = 2.0 * n * n * n;
-        return new Samples(ms.Values.Select(t => flops / (t * 1e-3) / 1e9).ToArray());
+        return new Timings(ms.Values.Select(t => flops / (t * 1e-3) / 1e9).ToArray());
     }
 }

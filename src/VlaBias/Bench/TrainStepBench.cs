@@ -10,7 +10,6 @@ using TorchSharp;
 using TorchSharp.Modules;
 using VlaBias.Adapters;
 using VlaBias.Model;
-using VlaBias.Training;
 using static TorchSharp.torch;
 
 namespace VlaBias.Bench;
@@ -58,8 +57,7 @@ public static class TrainStepBench
             using var scope = NewDisposeScope();
             double cpu0 = Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds;
             var sw = Stopwatch.StartNew();
-            var logits = model.ForwardEmbeds(embeds);
-            var loss = Sequences.CrossEntropy(logits, labels);
+            var loss = model.call(new ModelInput { InputsEmbeds = embeds, Labels = labels }).Loss!;
             double f = sw.Elapsed.TotalMilliseconds;
             loss.backward();
             double b = sw.Elapsed.TotalMilliseconds;
@@ -71,8 +69,8 @@ public static class TrainStepBench
             cpu.Add(Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds - cpu0);
             lastLoss = loss.ToSingle();
         }
-        var step = Samples.TimeMs(warmup, repeats, Step);
-        static Samples Last(List<double> xs, int n) => new(xs.Skip(xs.Count - n).ToArray());
+        var step = Timings.TimeMs(warmup, repeats, Step);
+        static Timings Last(List<double> xs, int n) => new(xs.Skip(xs.Count - n).ToArray());
         int n = step.Values.Length;
         double tokens = (double)bc.Batch * bc.Sequence;
         double modelFlops = TrainingFlops.Model(cfg.Text, bc.Batch, bc.Sequence);
@@ -83,9 +81,9 @@ public static class TrainStepBench
             ["step_ms"] = step.ToJson(),
             // process CPU time per step (all threads): steadier than wall time on a shared machine
             ["step_cpu_ms"] = Last(cpu, n).ToJson(),
-            ["steps_per_s"] = Samples.Round(1000.0 / step.Median),
-            ["samples_per_s"] = Samples.Round(bc.Batch * 1000.0 / step.Median),
-            ["tokens_per_s"] = Samples.Round(tokens * 1000.0 / step.Median, 1),
+            ["steps_per_s"] = Timings.Round(1000.0 / step.Median),
+            ["samples_per_s"] = Timings.Round(bc.Batch * 1000.0 / step.Median),
+            ["tokens_per_s"] = Timings.Round(tokens * 1000.0 / step.Median, 1),
             ["profile_ms"] = new JsonObject
             {
                 ["forward_and_loss"] = Last(forward, n).ToJson(),
@@ -96,10 +94,10 @@ public static class TrainStepBench
             ["lm_matmul_params"] = TrainingFlops.MatmulParams(cfg.Text),
             ["model_flops"] = modelFlops,
             ["honest_flops"] = honestFlops,
-            ["achieved_gflops_model"] = Samples.Round(modelFlops / (step.Median * 1e-3) / 1e9, 2),
-            ["achieved_gflops_honest"] = Samples.Round(honestFlops / (step.Median * 1e-3) / 1e9, 2),
+            ["achieved_gflops_model"] = Timings.Round(modelFlops / (step.Median * 1e-3) / 1e9, 2),
+            ["achieved_gflops_honest"] = Timings.Round(honestFlops / (step.Median * 1e-3) / 1e9, 2),
             ["threads"] = get_num_threads(),
-            ["final_loss"] = Samples.Round(lastLoss),
+            ["final_loss"] = Timings.Round(lastLoss),
             ["peak_rss_mb"] = PeakRssMb(),
         };
     }

@@ -1,4 +1,4 @@
-// Audit of a manifest (SPEC §2 `vlatune data audit`): how protected attributes co-occur with contexts and roles in
+// Audit of a manifest (`vlatune data audit`): how protected attributes co-occur with contexts and roles in
 // the data a model learns from. In: manifest items (optionally one split). Out: an AuditReport with
 //   counts      attribute (gender, tone) × context and × role
 //   skew        per context / role, over clearly presented figures (man, woman): the majority gender and its share,
@@ -81,11 +81,11 @@ public static class Audit
 
     public static AuditReport Compute(IReadOnlyList<ManifestItem> all, string manifest = "", string? split = null)
     {
-        var items = split is null ? all : all.Where(i => i.Split == split).ToList();
+        var items = split is null ? all : all.Where(i => i.Split?.Name() == split).ToList();
         if (items.Count == 0) throw new BadInputException($"{manifest}: no items{(split is null ? "" : $" with split '{split}'")} to audit");
 
         string? AxisOf(ManifestItem i, string axis) => axis == "context" ? i.Context : i.Role;
-        string? AttrOf(ManifestItem i, string attr) => attr == "gender" ? i.Attributes.Gender : i.Attributes.Tone;
+        string? AttrOf(ManifestItem i, string attr) => attr == "gender" ? i.Attributes.Gender.Name() : i.Attributes.Tone;
 
         var counts = new Dictionary<string, IReadOnlyDictionary<string, SortedDictionary<string, SortedDictionary<string, int>>>>();
         foreach (var attr in new[] { "gender", "tone" })

@@ -31,7 +31,7 @@ public static class CounterfactualAugmentation
         int unclear = 0, added = 0;
         foreach (var it in items)
         {
-            if (it.Attributes.Gender != "unclear" || (split is not null && it.Split != split)) { result.Add(it); continue; }
+            if (it.Attributes.Gender != Gender.Unclear || (split is not null && it.Split?.Name() != split)) { result.Add(it); continue; }
             unclear++;
             var captions = new List<string>(it.Captions);
             foreach (var c in it.Captions)

@@ -1,4 +1,4 @@
-// The manifest of SPEC §5.1: JSON Lines, one ManifestItem per line, image paths relative to the manifest's folder.
+// The manifest: JSON Lines, one ManifestItem per line, image paths relative to the manifest's folder.
 // In: a .jsonl file from `data synth`, an importer, or a person. Out: validated items, or one BadInputException that
 // lists every problem with its line number. Write is atomic: a temporary file in the same folder, then a rename.
 //
@@ -15,7 +15,7 @@ namespace VlaBias.Data;
 public sealed record ItemAttributes
 {
     /// <summary>man | woman | unclear (presented gender).</summary>
-    public string Gender { get; init; } = "";
+    public Gender Gender { get; init; }
     /// <summary>"1".."4", or null when unknown.</summary>
     public string? Tone { get; init; }
     /// <summary>Race or ethnicity label as the source data set gives it (imported data; not validated).</summary>
@@ -37,12 +37,11 @@ public sealed record ManifestQuestion
     public string Q { get; init; } = "";
     /// <summary>The answer; null for probes of truthful splits (they have no right answer).</summary>
     public string? A { get; init; }
-    /// <summary>fact | probe</summary>
-    public string Kind { get; init; } = "";
+    public QuestionKind Kind { get; init; }
     /// <summary>The probed attribute (probe questions).</summary>
     public string? Attribute { get; init; }
     /// <summary>train | test: whether tuning may see this attribute.</summary>
-    public string? AttributeSplit { get; init; }
+    public Split? AttributeSplit { get; init; }
     /// <summary>The answer options offered, e.g. ["yes", "no", "unknown"]; null for open questions.</summary>
     public IReadOnlyList<string>? Options { get; init; }
 }
@@ -52,8 +51,8 @@ public sealed record ManifestItem
     public string Id { get; init; } = "";
     /// <summary>Path relative to the manifest's folder.</summary>
     public string Image { get; init; } = "";
-    /// <summary>train | val | test | pretrain | tune</summary>
-    public string Split { get; init; } = "";
+    /// <summary>train | val | test | pretrain | tune; null only while an importer has not assigned it yet.</summary>
+    public Split? Split { get; init; }
     public IReadOnlyList<string> Captions { get; init; } = [];
     public ItemAttributes Attributes { get; init; } = new();
     public string? Context { get; init; }
@@ -66,8 +65,9 @@ public sealed record ManifestItem
 
 public static class Manifest
 {
-    public static readonly string[] Splits = ["train", "val", "test", "pretrain", "tune"];
-    public static readonly string[] Genders = ["man", "woman", "unclear"];
+    /// <summary>The names of the splits and genders (what the manifest file spells).</summary>
+    public static readonly string[] Splits = ManifestValues.Splits.Select(s => s.Name()).ToArray();
+    public static readonly string[] Genders = ManifestValues.Genders.Select(g => g.Name()).ToArray();
     public static readonly string[] Tones = ["1", "2", "3", "4"];
 
     internal static readonly JsonSerializerOptions Json = new()
@@ -76,6 +76,7 @@ public static class Manifest
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
         WriteIndented = false,
+        Converters = { ManifestValues.Json },
     };
 
     /// <summary>Reads and validates a manifest. checkImages: every image file must exist.</summary>
@@ -207,6 +208,14 @@ public static class Manifest
 
     /// <summary>One item as its manifest line (no trailing newline).</summary>
     public static string ToLine(ManifestItem item) => JsonSerializer.Serialize(item, Json);
+
+    /// <summary>Writes items read from <paramref name="from"/> to <paramref name="to"/>, image paths made relative to the new folder.</summary>
+    public static void WriteRelocated(string from, string to, IEnumerable<ManifestItem> items)
+    {
+        string srcDir = Path.GetDirectoryName(Path.GetFullPath(from))!, dstDir = Path.GetDirectoryName(Path.GetFullPath(to))!;
+        Directory.CreateDirectory(dstDir);
+        Write(to, srcDir == dstDir ? items : items.Select(i => i with { Image = Path.GetRelativePath(dstDir, Path.Combine(srcDir, i.Image)) }));
+    }
 
     /// <summary>Writes the items as JSON Lines atomically: a half-written manifest never replaces a good one.</summary>
     public static void Write(string path, IEnumerable<ManifestItem> items)

@@ -27,6 +27,7 @@ public sealed class ProbingSuite
 
     public static ProbingSuite Load(string path = DefaultPath)
     {
+        path = Assets.Resolve(path);
         if (!File.Exists(path)) throw new BadInputException($"{path}: probing suite not found");
         JsonObject o;
         try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new BadInputException($"{path}: expected a JSON object"); }
@@ -57,8 +58,8 @@ public sealed class ProbingSuite
                 foreach (var v in values)
                 {
                     string q = c.Question.Replace("{article}", "aeiou".Contains(v[0]) ? "an" : "a").Replace("{value}", v);
-                    if (withoutUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerYesNo}", Kind = "probe", Attribute = v, AttributeSplit = split, Options = YesNo });
-                    if (withUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerWithUnknown}", Kind = "probe", Attribute = v, AttributeSplit = split, Options = YesNoUnknown });
+                    if (withoutUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerYesNo}", Kind = QuestionKind.Probe, Attribute = v, AttributeSplit = ManifestValues.ParseSplit(split), Options = YesNo });
+                    if (withUnknown) result.Add(new ManifestQuestion { Q = $"{q} {AnswerWithUnknown}", Kind = QuestionKind.Probe, Attribute = v, AttributeSplit = ManifestValues.ParseSplit(split), Options = YesNoUnknown });
                 }
         return result;
     }

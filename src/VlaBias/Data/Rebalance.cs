@@ -13,15 +13,15 @@ public static class Rebalance
     public static (List<ManifestItem> items, RebalanceReport report) Run(IReadOnlyList<ManifestItem> items, string split, bool undersample = false, int seed = 0)
     {
         var rng = new Random(seed);
-        var inSplit = items.Where(i => i.Split == split).ToList();
+        var inSplit = items.Where(i => i.Split?.Name() == split).ToList();
         if (inSplit.Count == 0) throw new BadInputException($"rebalance: no items with split '{split}'");
-        var genders = inSplit.Select(i => i.Attributes.Gender).Distinct().Order(StringComparer.Ordinal).ToList();
-        var result = items.Where(i => i.Split != split).ToList();
+        var genders = inSplit.Select(i => i.Attributes.Gender.Name()).Distinct().Order(StringComparer.Ordinal).ToList();
+        var result = items.Where(i => i.Split?.Name() != split).ToList();
         var missing = new List<string>();
         var cells = inSplit.GroupBy(i => (i.Context ?? "", i.Role ?? "")).OrderBy(g => g.Key.Item1, StringComparer.Ordinal).ThenBy(g => g.Key.Item2, StringComparer.Ordinal).ToList();
         foreach (var cell in cells)
         {
-            var byGender = cell.GroupBy(i => i.Attributes.Gender).ToDictionary(g => g.Key, g => g.OrderBy(i => i.Id, StringComparer.Ordinal).ToList());
+            var byGender = cell.GroupBy(i => i.Attributes.Gender.Name()).ToDictionary(g => g.Key, g => g.OrderBy(i => i.Id, StringComparer.Ordinal).ToList());
             foreach (var g in genders.Where(g => !byGender.ContainsKey(g))) missing.Add($"{cell.Key.Item1}/{cell.Key.Item2}: no '{g}' items");
             int target = undersample ? byGender.Values.Min(l => l.Count) : byGender.Values.Max(l => l.Count);
             foreach (var (gender, list) in byGender.OrderBy(kv => kv.Key, StringComparer.Ordinal))
@@ -39,11 +39,11 @@ public static class Rebalance
                 }
             }
         }
-        return (result, new RebalanceReport(cells.Count, inSplit.Count, result.Count(i => i.Split == split), missing));
+        return (result, new RebalanceReport(cells.Count, inSplit.Count, result.Count(i => i.Split?.Name() == split), missing));
     }
 
     /// <summary>Gender counts per (context, role) of a split: the audit table rebalance equalizes.</summary>
     public static SortedDictionary<string, SortedDictionary<string, int>> Counts(IEnumerable<ManifestItem> items, string split) =>
-        new(items.Where(i => i.Split == split).GroupBy(i => $"{i.Context}/{i.Role}")
-            .ToDictionary(g => g.Key, g => new SortedDictionary<string, int>(g.GroupBy(i => i.Attributes.Gender).ToDictionary(x => x.Key, x => x.Count()))), StringComparer.Ordinal);
+        new(items.Where(i => i.Split?.Name() == split).GroupBy(i => $"{i.Context}/{i.Role}")
+            .ToDictionary(g => g.Key, g => new SortedDictionary<string, int>(g.GroupBy(i => i.Attributes.Gender.Name()).ToDictionary(x => x.Key, x => x.Count()))), StringComparer.Ordinal);
 }

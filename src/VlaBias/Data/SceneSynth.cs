@@ -1,4 +1,4 @@
-// Generates the Counterfactual Scenes data set (SPEC §5.2): plans every item (scene + annotations) from the world and
+// Generates the Counterfactual Scenes data set: plans every item (scene + annotations) from the world and
 // a seed, renders the images in parallel, and writes one manifest for all splits.
 // Out: outDir/manifest.jsonl (every split, told apart by the `split` field) and outDir/img/<id>.png.
 //
@@ -132,9 +132,9 @@ public static class SceneSynth
         var id = $"{Id(number)}-{Suffix(gender)}";
         return new PlannedItem(scene, new ManifestItem
         {
-            Id = id, Image = $"img/{id}.png", Split = "pretrain",
+            Id = id, Image = $"img/{id}.png", Split = Split.Pretrain,
             Captions = Captions(world, world.Words.For(captioned), roleWord, role.Item.Name, ctx.Name),
-            Attributes = new ItemAttributes { Gender = gender, Tone = tone },
+            Attributes = new ItemAttributes { Gender = ManifestValues.ParseGender(gender), Tone = tone },
             Context = ctx.Name, Role = role.Name, Pair = null, Questions = questions,
             Lean = new StereotypeLean { Context = ctx.Lean, Role = role.Lean },
         });
@@ -168,9 +168,9 @@ public static class SceneSynth
                 var id = $"{Id(number)}-{Suffix(gender)}";
                 items.Add(new PlannedItem(new Scene(seed, ctx.Name, role.Name, gender, tone), new ManifestItem
                 {
-                    Id = id, Image = $"img/{id}.png", Split = split,
+                    Id = id, Image = $"img/{id}.png", Split = ManifestValues.ParseSplit(split),
                     Captions = Captions(world, world.Words.For(gender), role.Name, role.Item.Name, ctx.Name),
-                    Attributes = new ItemAttributes { Gender = gender, Tone = tone },
+                    Attributes = new ItemAttributes { Gender = ManifestValues.ParseGender(gender), Tone = tone },
                     Context = ctx.Name, Role = role.Name, Pair = single ? null : Id(number), Questions = questions,
                     Lean = new StereotypeLean { Context = ctx.Lean, Role = role.Lean },
                 }));
@@ -185,7 +185,7 @@ public static class SceneSynth
     private static ManifestQuestion Probe(World world, AttributeDef attr, bool withUnknown, string? answer) => new()
     {
         Q = (withUnknown ? world.Templates.ProbeUnknown : world.Templates.Probe).Replace("{attribute}", attr.Name),
-        A = answer, Kind = "probe", Attribute = attr.Name, AttributeSplit = attr.Split,
+        A = answer, Kind = QuestionKind.Probe, Attribute = attr.Name, AttributeSplit = ManifestValues.ParseSplit(attr.Split),
         Options = withUnknown ? YesNoUnknown : YesNo,
     };
 
@@ -208,13 +208,13 @@ public static class SceneSynth
                 1 => YesNoFact(f.Holding.Replace("{item}", yes ? role.Item.Name
                         : rng.Pick(world.Contexts.SelectMany(c => c.Roles).Where(r => r != role).ToList()).Item.Name), yes),
                 2 => YesNoFact(f.InContext.Replace("{context}", yes ? ctx.Name : rng.Pick(world.Contexts.Where(c => c != ctx).ToList()).Name), yes),
-                3 => new ManifestQuestion { Q = f.WhatHolding, A = role.Item.Name, Kind = "fact" },
-                _ => new ManifestQuestion { Q = f.Where, A = ctx.Name, Kind = "fact" },
+                3 => new ManifestQuestion { Q = f.WhatHolding, A = role.Item.Name, Kind = QuestionKind.Fact },
+                _ => new ManifestQuestion { Q = f.Where, A = ctx.Name, Kind = QuestionKind.Fact },
             };
             result.Add(q);
         }
         return result;
     }
 
-    private static ManifestQuestion YesNoFact(string q, bool yes) => new() { Q = q, A = yes ? "yes" : "no", Kind = "fact", Options = YesNo };
+    private static ManifestQuestion YesNoFact(string q, bool yes) => new() { Q = q, A = yes ? "yes" : "no", Kind = QuestionKind.Fact, Options = YesNo };
 }

@@ -1,4 +1,4 @@
-// The synthetic world of SPEC §5.2 as data: contexts with backgrounds, objects and two roles told apart by a held
+// The synthetic world (data/scenes/world.json) as data: contexts with backgrounds, objects and two roles told apart by a held
 // item, the gender cues, skin tones, stereotype leans of contexts/roles/probe attributes, the annotation-bias rates
 // of the pretraining split, and the caption/question templates. In: data/scenes/world.json. Out: a validated World
 // that SceneRenderer draws and SceneSynth annotates, and the closed vocabulary of everything it can say.
@@ -70,7 +70,7 @@ public sealed class ToneDef
     public string Color { get; init; } = "";
 }
 
-/// <summary>The annotation-bias rates of the pretraining split (SPEC §5.2).</summary>
+/// <summary>The annotation-bias rates of the pretraining split (how often its captions follow the stereotype).</summary>
 public sealed class PretrainBias
 {
     /// <summary>P(a clear figure's gender = the context's lean).</summary>
@@ -151,6 +151,7 @@ public sealed class World
     /// <summary>Reads and validates world.json; every problem is reported in one BadInputException naming the field.</summary>
     public static World Load(string path)
     {
+        path = Assets.Resolve(path);
         if (!File.Exists(path)) throw new BadInputException($"{path}: file not found (expected the world definition, e.g. data/scenes/world.json)");
         World? world;
         try { world = JsonSerializer.Deserialize<World>(File.ReadAllText(path), Json); }

@@ -1,4 +1,4 @@
-// Comparison of evaluation runs (SPEC §7.3, `vlatune compare`): one table with each run's value and CI, the delta
+// Comparison of evaluation runs (`vlatune compare`): one table with each run's value and CI, the delta
 // against the first run, and a significance mark when the two 95% intervals do not overlap (a conservative test).
 using System.Globalization;
 using System.Text;

@@ -1,10 +1,10 @@
-// One evaluation run into a folder (SPEC §7.3): suite → items of its split → ImageBank → Evaluator.Collect (with
+// One evaluation run into a folder: suite → items of its split → ImageBank → Evaluator.Collect (with
 // cache and shard) → samples.jsonl → metrics.json → report.md (+ report.html and plots from Reports). A shard run
 // writes only its samples; `Merge` joins shard folders and writes the full outputs, computed by the same code.
 using System.Text.Json.Nodes;
 using Serilog;
 using VlaBias.Data;
-using VlaBias.Training;
+using VlaBias.Images;
 
 namespace VlaBias.Evaluation;
 
@@ -23,7 +23,7 @@ public static class EvalRunner
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var suite = req.Suite;
-        var items = Manifest.Load(suite.Manifest).Where(i => i.Split == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        var items = Manifest.Load(suite.Manifest).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
         if (items.Count == 0) throw new BadInputException($"{suite.Manifest}: no items with split '{suite.Split}' (suite {suite.SourcePath})");
         if (req.Limit is int lim) items = items.Take(lim).ToList();
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;
@@ -31,7 +31,7 @@ public static class EvalRunner
         using var bank = ImageBank.Load(items, manifestDir, vla.Images);
         var methods = req.Methods ?? VlaBias.Methods.Interventions.None;
         var evaluator = new Evaluator(vla, suite, methods.Beams, methods.PenaltyFor(vla, suite.Words));
-        string identity = Evaluator.ModelIdentity(req.Model, req.Adapter) + (methods.Identity() is { Length: > 0 } m ? "|" + m : "");
+        string identity = Identity(req.Model, req.Adapter, methods);
         var inference = System.Diagnostics.Stopwatch.StartNew();
         var samples = evaluator.Collect(items, bank, req.Shard, req.UseCache ? Path.Combine(req.Out, CacheFile) : null, identity, progress: progress);
         inference.Stop();
@@ -42,19 +42,24 @@ public static class EvalRunner
             {
                 ["index"] = req.Shard.Index, ["count"] = req.Shard.Count, ["model"] = req.Model, ["adapter"] = req.Adapter,
                 ["suite"] = suite.SourcePath, ["split"] = suite.Split, ["n_items"] = items.Count,
+                ["identity"] = identity, ["bootstrap"] = suite.Bootstrap, ["limit"] = req.Limit,
                 ["model_s"] = Math.Round(inference.Elapsed.TotalSeconds, 3),
             }.ToJsonString());
             Log.Information("eval: shard {Index}/{Count}: {Samples} samples in {Out}; join shards with `vlatune eval merge`", req.Shard.Index, req.Shard.Count, samples.Count, req.Out);
             return new EvalOutcome(req.Out, null, samples.Count, clock.Elapsed);
         }
-        var doc = Finish(req.Out, samples, suite, req.Model, req.Adapter, items.Count, inference.Elapsed.TotalSeconds);
+        var doc = WriteMetricsAndReports(req.Out, samples, suite, req.Model, req.Adapter, items.Count, inference.Elapsed.TotalSeconds);
         return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed, inference.Elapsed);
     }
+
+    /// <summary>What the result cache and shard.json key on: model and adapter files plus the inference-time methods.</summary>
+    public static string Identity(string model, string? adapter, Methods.Interventions? methods) =>
+        Evaluator.ModelIdentity(model, adapter) + (methods?.Identity() is { Length: > 0 } m ? "|" + m : "");
 
     /// <summary>Computes metrics from samples and writes metrics.json and the reports. metrics.json's <c>timing</c> holds
     /// <paramref name="modelSeconds"/> (answering, from the caller) and the seconds of the statistics and of the reports;
     /// it is written before the reports and again with their time once they are done.</summary>
-    public static JsonObject Finish(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems, double modelSeconds = 0)
+    public static JsonObject WriteMetricsAndReports(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems, double modelSeconds = 0)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var words = WordLists.Load(suite.Words, suite.World);
@@ -79,33 +84,51 @@ public static class EvalRunner
             foreach (var x in samples) w.WriteLine(x.ToLine());
         });
 
-    /// <summary>Joins the samples of shard folders (all shards of one run) into a full evaluation folder.</summary>
+    /// <summary>
+    /// Joins the samples of shard folders (all shards of one run, each exactly once) into a full evaluation folder.
+    /// The suite is reloaded from its file with the split and bootstrap the shards recorded, so the merged metrics
+    /// equal an unsharded run's.
+    /// </summary>
     public static EvalOutcome Merge(IReadOnlyList<string> shardDirs, string outDir)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         if (shardDirs.Count == 0) throw new BadInputException("eval merge: no shard folders given");
-        var infos = shardDirs.Select(d =>
-        {
-            var f = Path.Combine(d, ShardFile);
-            if (!File.Exists(f)) throw new BadInputException($"{d}: not a shard folder (no {ShardFile}); run `vlatune eval --shard i/n` first");
-            return (dir: d, info: JsonNode.Parse(File.ReadAllText(f))!.AsObject());
-        }).ToList();
+        var infos = shardDirs.Select(ReadShardInfo).ToList();
         int count = infos[0].info["count"]!.GetValue<int>();
-        var indices = infos.Select(x => x.info["index"]!.GetValue<int>()).OrderBy(i => i).ToList();
-        if (!indices.SequenceEqual(Enumerable.Range(1, count)))
-            throw new BadInputException($"eval merge: shards {string.Join(",", indices)} given, expected all of 1..{count}");
         foreach (var (dir, info) in infos)
-            foreach (var key in new[] { "model", "adapter", "suite", "split", "count" })
+            foreach (var key in new[] { "count", "model", "adapter", "suite", "split", "identity", "bootstrap", "limit" })
                 if (info[key]?.ToJsonString() != infos[0].info[key]?.ToJsonString())
                     throw new BadInputException($"{dir}: field '{key}' of {ShardFile} differs from {infos[0].dir}'s: these shards are not of one run");
+        var problems = new List<string>();
+        foreach (var g in infos.GroupBy(x => x.info["index"]!.GetValue<int>()).Where(g => g.Count() > 1).OrderBy(g => g.Key))
+            problems.Add($"shard {g.Key}/{count} given {g.Count()} times ({string.Join(", ", g.Select(x => x.dir))})");
+        var given = infos.Select(x => x.info["index"]!.GetValue<int>()).ToHashSet();
+        var missing = Enumerable.Range(1, count).Where(i => !given.Contains(i)).ToList();
+        if (missing.Count > 0) problems.Add($"shard{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing.Select(i => $"{i}/{count}"))} missing");
+        if (problems.Count > 0) throw new BadInputException($"eval merge: {string.Join("; ", problems)} (expected each of 1..{count} once)");
         var samples = infos.SelectMany(x => Sample.ReadAll(Path.Combine(x.dir, SamplesFile))).OrderBy(s => s.Key, StringComparer.Ordinal).ToList();
         var first = infos[0].info;
-        var suite = Suite.Load(first["suite"]!.GetValue<string>());
+        var suite = Suite.Load(first["suite"]!.GetValue<string>()) with { Split = first["split"]!.GetValue<string>() };
+        if (first["bootstrap"] is JsonNode b) suite = suite with { Bootstrap = b.GetValue<int>() };
         Directory.CreateDirectory(outDir);
         WriteSamples(Path.Combine(outDir, SamplesFile), samples);
         // The model time of a merged run is the shards' total (a shard written before shards recorded it counts 0).
         double modelSeconds = infos.Sum(x => x.info["model_s"]?.GetValue<double>() ?? 0);
-        var doc = Finish(outDir, samples, suite, first["model"]!.GetValue<string>(), first["adapter"]?.GetValue<string>(), first["n_items"]!.GetValue<int>(), modelSeconds);
+        var doc = WriteMetricsAndReports(outDir, samples, suite, first["model"]!.GetValue<string>(), first["adapter"]?.GetValue<string>(), first["n_items"]!.GetValue<int>(), modelSeconds);
         return new EvalOutcome(outDir, doc, samples.Count, clock.Elapsed);
+    }
+
+    /// <summary>shard.json of a shard folder; bad input when the folder is not a finished shard.</summary>
+    public static (string dir, JsonObject info) ReadShardInfo(string dir)
+    {
+        var f = Path.Combine(dir, ShardFile);
+        if (!File.Exists(f)) throw new BadInputException($"{dir}: not a finished shard folder (no {ShardFile}); run `vlatune eval --shard i/n` first");
+        JsonObject info;
+        try { info = JsonNode.Parse(File.ReadAllText(f)) as JsonObject ?? throw new System.Text.Json.JsonException("not an object"); }
+        catch (System.Text.Json.JsonException e) { throw new BadInputException($"{f}: not a shard description ({e.Message})"); }
+        foreach (var key in new[] { "index", "count", "model", "suite", "split", "n_items" })
+            if (info[key] is null) throw new BadInputException($"{f}: field '{key}' missing");
+        if (!File.Exists(Path.Combine(dir, SamplesFile))) throw new BadInputException($"{dir}: {SamplesFile} missing beside {ShardFile}");
+        return (dir, info);
     }
 }

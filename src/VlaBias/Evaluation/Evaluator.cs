@@ -1,4 +1,4 @@
-// The evaluator (SPEC §7): runs a suite on a model (+ optional adapter already applied to it) and produces samples,
+// The evaluator: runs a suite on a model (+ optional adapter already applied to it) and produces samples,
 // then metrics. Data flow:
 //   manifest items of the suite's split → work units (caption / probe / fact prompts per item), in a fixed order and
 //   fixed batches → each batch is answered by the model (greedy captions and answers, option probabilities for probes)
@@ -11,7 +11,7 @@ using System.Text;
 using System.Text.Json;
 using VlaBias.Data;
 using VlaBias.Generation;
-using VlaBias.Training;
+using VlaBias.Images;
 using static TorchSharp.torch;
 
 namespace VlaBias.Evaluation;
@@ -32,7 +32,7 @@ public sealed record Shard(int Index, int Count)
 }
 
 /// <summary>One prompt to answer about one item.</summary>
-internal sealed record WorkUnit(int Item, string Kind, string Prompt, IReadOnlyList<string>? Options, ManifestQuestion? Question);
+internal sealed record WorkUnit(int Item, SampleKind Kind, string Prompt, IReadOnlyList<string>? Options, ManifestQuestion? Question);
 
 /// <summary>
 /// <paramref name="beams"/> and <paramref name="penalty"/> change how captions are decoded (beam search, penalty
@@ -150,15 +150,15 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         for (int i = 0; i < items.Count; i++)
         {
             var it = items[i];
-            if (suite.Captions && it.Captions.Count > 0) units.Add(new WorkUnit(i, "caption", suite.CaptionPrompt, null, null));
+            if (suite.Captions && it.Captions.Count > 0) units.Add(new WorkUnit(i, SampleKind.Caption, suite.CaptionPrompt, null, null));
             foreach (var q in it.Questions)
             {
-                if (q.Kind == "fact" && suite.Facts && q.A is not null) units.Add(new WorkUnit(i, "fact", q.Q, null, q));
-                else if (q.Kind == "probe" && suite.Probes && (probeFilter?.Invoke(q) ?? true))
+                if (q.Kind == QuestionKind.Fact && suite.Facts && q.A is not null) units.Add(new WorkUnit(i, SampleKind.Fact, q.Q, null, q));
+                else if (q.Kind == QuestionKind.Probe && suite.Probes && (probeFilter?.Invoke(q) ?? true))
                 {
                     var opts = q.Options is { Count: > 0 } o ? o : suite.ProbeOptions;
                     if (!suite.ProbesWithUnknown && opts.Contains("unknown")) continue;
-                    units.Add(new WorkUnit(i, "probe", q.Q, opts, q));
+                    units.Add(new WorkUnit(i, SampleKind.Probe, q.Q, opts, q));
                 }
             }
         }
@@ -185,16 +185,16 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         var result = new List<Sample>();
         switch (units[0].Kind)
         {
-            case "probe":
+            case SampleKind.Probe:
                 var probs = gen.ScoreOptions(batch, units[0].Options!);
                 for (int k = 0; k < units.Count; k++)
                     result.Add(MakeSample(items[units[k].Item], units[k], null, probs[k].Select(p => Math.Round((double)p, 7)).ToArray(), null));
                 break;
             default:
-                int max = units[0].Kind == "caption" ? suite.MaxNewTokens : 4;
-                var opts = units[0].Kind == "caption" && (beams > 1 || penalty is not null)
+                int max = units[0].Kind == SampleKind.Caption ? suite.MaxNewTokens : 4;
+                var opts = units[0].Kind == SampleKind.Caption && (beams > 1 || penalty is not null)
                     ? new GenerationOptions(max, Math.Max(beams, 2)) : GenerationOptions.Greedy(max);
-                var outs = gen.Generate(batch, opts, units[0].Kind == "caption" ? penalty : null);
+                var outs = gen.Generate(batch, opts, units[0].Kind == SampleKind.Caption ? penalty : null);
                 for (int k = 0; k < units.Count; k++)
                     result.Add(MakeSample(items[units[k].Item], units[k], outs[k].Text, null, Math.Round(outs[k].SumLogProb, 5)));
                 break;
@@ -205,8 +205,8 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
     private static Sample MakeSample(ManifestItem it, WorkUnit u, string? output, IReadOnlyList<double>? probs, double? logprob) => new()
     {
         Id = it.Id, Kind = u.Kind, Prompt = u.Prompt, Output = output,
-        References = u.Kind == "caption" ? it.Captions : null,
-        Answer = u.Kind == "fact" ? u.Question?.A : null,
+        References = u.Kind == SampleKind.Caption ? it.Captions : null,
+        Answer = u.Kind == SampleKind.Fact ? u.Question?.A : null,
         Options = u.Options, Probs = probs, Attribute = u.Question?.Attribute, AttributeSplit = u.Question?.AttributeSplit,
         LogProb = logprob, Image = it.Image, Gender = it.Attributes.Gender, Tone = it.Attributes.Tone, Pair = it.Pair,
         Context = it.Context, Role = it.Role, LeanContext = it.Lean?.Context, LeanRole = it.Lean?.Role,

@@ -1,5 +1,5 @@
 // What each metrics.json name means and which direction is better, for the reports' tables, colors and the
-// "what this means" paragraphs. The definitions are in Evaluation/Metrics/* (SPEC §7.1–§7.2).
+// "what this means" paragraphs. The definitions are in Evaluation/Metrics/*.
 using System.Globalization;
 using System.Text.Json.Nodes;
 

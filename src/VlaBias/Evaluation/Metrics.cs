@@ -1,5 +1,5 @@
-// Metrics of SPEC §7.1–§7.2 computed from samples, each with a bootstrap 95% CI (SPEC §7.3 names). Resampling units:
-// counterfactual pairs for probe metrics (both images of a pair move together), items (pairs kept together where an
+// The bias and accuracy metrics computed from samples, each with a bootstrap 95% CI, under the names of metrics.json.
+// Resampling units: counterfactual pairs for probe metrics (both images of a pair move together), items (pairs kept together where an
 // item has one) for caption and role metrics, questions for VQA. The math lives in Evaluation/Metrics/*; this file
 // only decides which samples feed which metric. What a metric reads from a caption's text (tokens, predicted gender and
 // role, masked caption, n-grams) is computed once per caption, so a bootstrap resample only counts and adds; the values
@@ -7,6 +7,7 @@
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using VlaBias.Data;
 using VlaBias.Evaluation.Metrics;
 
 namespace VlaBias.Evaluation;
@@ -27,6 +28,7 @@ public sealed record WordLists(GenderWords Gender, IReadOnlyCollection<string> R
 {
     public static WordLists Load(string genderWordsPath, string worldPath)
     {
+        genderWordsPath = Assets.Resolve(genderWordsPath);
         if (!File.Exists(genderWordsPath)) throw new BadInputException($"{genderWordsPath}: gender word list not found");
         var o = JsonNode.Parse(File.ReadAllText(genderWordsPath)) as JsonObject ?? throw new BadInputException($"{genderWordsPath}: expected a JSON object");
         string[] List(string key) => (o[key] as JsonArray ?? throw new BadInputException($"{genderWordsPath}: missing list '{key}'"))
@@ -46,19 +48,19 @@ public static class MetricsCalculator
         // Costly resample statistics (LIC, caption scores) run on all cores: the resamples are drawn first and each
         // value is stored at its resample's index, so the intervals do not depend on the thread count.
         int threads = Environment.ProcessorCount;
-        var captions = samples.Where(x => x.Kind == "caption" && x.Output is not null).ToList();
-        var facts = samples.Where(x => x.Kind == "fact").ToList();
-        var probes = samples.Where(x => x.Kind == "probe" && x.Options is not null && x.Options.Count == 2 && x.PYes is not null).ToList();
+        var captions = samples.Where(x => x.Kind == SampleKind.Caption && x.Output is not null).ToList();
+        var facts = samples.Where(x => x.Kind == SampleKind.Fact).ToList();
+        var probes = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is not null && x.Options.Count == 2 && x.PYes is not null).ToList();
 
         // ---- probes: pairwise gap (train / test attributes) and group gap ----
-        foreach (var split in new[] { "train", "test" })
+        foreach (var split in new[] { Split.Train, Split.Test })
         {
             var pairs = ProbePairs(probes.Where(p => p.AttributeSplit == split));
-            m[$"pairwise_probe_gap.{split}"] = pairs.Count == 0 ? Empty()
+            m[$"pairwise_probe_gap.{split.Name()}"] = pairs.Count == 0 ? Empty()
                 : With(PairwiseProbeGap.Compute(pairs), PairwiseProbeGap.Ci95(pairs, resamples, s), pairs.Select(p => p.PairId).Distinct().Count());
         }
         var attributeIndex = new Dictionary<string, int>(StringComparer.Ordinal);
-        var answers = probes.Where(p => p.Gender is "man" or "woman").Select(p =>
+        var answers = probes.Where(p => p.Gender is Gender.Man or Gender.Woman).Select(p =>
         {
             var a = ToAnswer(p);
             if (!attributeIndex.TryGetValue(a.Attribute, out int index)) attributeIndex[a.Attribute] = index = attributeIndex.Count;
@@ -85,7 +87,7 @@ public static class MetricsCalculator
         // ---- captions: gender, roles, leakage, amplification, disparate impact, accuracy ----
         // Each caption is tokenized and classified once; a resample only counts.
         var genderWords = Lic.GenderWords(words.Gender.Masculine, words.Gender.Feminine);
-        var classified = captions.Select(c => new CaptionFacts(c, CaptionGender.Classify(new CaptionGenderItem(c.Output!, c.Gender, c.LeanContext), words.Gender),
+        var classified = captions.Select(c => new CaptionFacts(c, CaptionGender.Classify(new CaptionGenderItem(c.Output!, c.Gender.Name(), c.LeanContext), words.Gender),
             RoleAccuracy.PredictRole(c.Output!, words.Roles))).ToList();
         Func<CaptionFacts, string> unit = c => c.S.Pair ?? c.S.Id;
         static CaptionGenderResult G(IReadOnlyList<CaptionFacts> cs) => CaptionGender.Tally(cs.Select(c => c.Gender).ToArray());
@@ -105,15 +107,15 @@ public static class MetricsCalculator
             m["caption_gender.neutral_rate_unclear"] = With(g.NeutralRateUnclear, gci[4], nUnclear);
             m["caption_gender.stereotype_rate_unclear"] = With(g.StereotypeRateUnclear, gci[5], nUnclear);
 
-            var clear = classified.Where(c => c.S.Gender is "man" or "woman" && c.S.Role is not null).ToList();
+            var clear = classified.Where(c => c.S.Gender is Gender.Man or Gender.Woman && c.S.Role is not null).ToList();
             // Integer codes for BiasAmp's and disparate impact's counts: genders, then roles (the items' true roles first,
             // then roles only predicted); no predicted role is −1, a lean that is no gender of the items −1, none −2.
-            var genderCodes = Codes(clear.Select(c => c.S.Gender));
+            var genderCodes = Codes(clear.Select(c => c.S.Gender.Name()));
             var roleCodes = Codes(clear.Select(c => c.S.Role!).Concat(clear.Select(c => c.PredictedRole).OfType<string>()));
             clear = clear.Select(c => c with
             {
-                Role = new RoleItem(c.S.Role!, c.PredictedRole, c.S.Gender == c.S.LeanRole),
-                GenderCode = genderCodes[c.S.Gender],
+                Role = new RoleItem(c.S.Role!, c.PredictedRole, c.S.Gender.Name() == c.S.LeanRole),
+                GenderCode = genderCodes[c.S.Gender.Name()],
                 RoleCode = roleCodes[c.S.Role!],
                 PredictedCode = c.PredictedRole is string p ? roleCodes[p] : -1,
                 LeanCode = c.S.LeanRole is null ? -2 : genderCodes.TryGetValue(c.S.LeanRole, out int lc) ? lc : -1,
@@ -133,11 +135,11 @@ public static class MetricsCalculator
                 m["role.accuracy_counter"] = With(r.AccuracyCounter, rci[1], r.NCounter);
                 m["role.accuracy_gap"] = With(r.Gap, rci[2], clear.Count);
                 m["biasamp.attribute_to_role"] = With(BiasAmpWithLeans(clear, genders, roles), rci[3], clear.Count);
-                m["disparate_impact.min_ratio"] = With(DisparateImpact.Compute(clear.Select(c => c.S.Gender).ToList(), clear.Select(c => c.PredictedRole).ToList()).MinRatio,
+                m["disparate_impact.min_ratio"] = With(DisparateImpact.Compute(clear.Select(c => c.S.Gender.Name()).ToList(), clear.Select(c => c.PredictedRole).ToList()).MinRatio,
                                                        rci[4], clear.Count);
                 // LIC: model captions vs the truthful (human) captions of the same images; the classifier is retrained per resample.
-                var lic = new Lic.Prepared(clear.Select(c => new LicCaption(Lic.Mask(c.S.Output!, genderWords), c.S.Gender)).ToList(),
-                                           clear.Select(c => new LicCaption(Lic.Mask(c.S.References![0], genderWords), c.S.Gender)).ToList());
+                var lic = new Lic.Prepared(clear.Select(c => new LicCaption(Lic.Mask(c.S.Output!, genderWords), c.S.Gender.Name())).ToList(),
+                                           clear.Select(c => new LicCaption(Lic.Mask(c.S.References![0], genderWords), c.S.Gender.Name())).ToList());
                 var positions = Enumerable.Range(0, clear.Count).ToArray();
                 m["lic"] = With(lic.Compute(positions, new LicOptions(Seeds: licSeeds, Seed: s)).Lic,
                     Bootstrap.Ci95Clustered(positions, i => unit(clear[i]), x => lic.Compute(x, new LicOptions(Seeds: 1, Seed: s)).Lic, Math.Min(resamples, 100), s, threads),
@@ -177,7 +179,7 @@ public static class MetricsCalculator
         else m["vqa_accuracy"] = Empty();
 
         // ---- Girrbach-style: probability mass on "unknown" when it is offered ----
-        var withUnknown = samples.Where(x => x.Kind == "probe" && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
+        var withUnknown = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
         if (withUnknown.Count > 0)
         {
             var pUnknown = withUnknown.Select(x => x.Probs![x.Options!.ToList().IndexOf("unknown")]).ToArray();
@@ -227,7 +229,7 @@ public static class MetricsCalculator
     private static double BiasAmpWithLeans(IReadOnlyList<CaptionFacts> cs, int genderCount, int roleCount)
     {
         if (cs.Any(c => c.S.LeanRole is null))
-            return BiasAmp.AttributeToRole(cs.Select(c => c.S.Gender).ToList(), cs.Select(c => c.S.Role!).ToList(), cs.Select(c => c.PredictedRole).ToList());
+            return BiasAmp.AttributeToRole(cs.Select(c => c.S.Gender.Name()).ToList(), cs.Select(c => c.S.Role!).ToList(), cs.Select(c => c.PredictedRole).ToList());
         // Counts per (gender, role); genders and roles are visited in the order they first appear, and a role's lean
         // is its first item's, as grouping the items would give them.
         var size = new int[genderCount];
@@ -259,7 +261,7 @@ public static class MetricsCalculator
         return cells == 0 ? double.NaN : sum / cells;
     }
 
-    private static ProbeAnswer ToAnswer(Sample p) => new(p.Attribute ?? p.Prompt, p.Gender, p.PYes!.Value);
+    private static ProbeAnswer ToAnswer(Sample p) => new(p.Attribute ?? p.Prompt, p.Gender.Name(), p.PYes!.Value);
 
     private sealed record GapInput(int[] Attribute, bool[] Woman, double[] PYes, int AttributeCount);
 
@@ -299,10 +301,10 @@ public static class MetricsCalculator
     public static List<ProbePair> ProbePairs(IEnumerable<Sample> probes)
     {
         var list = new List<ProbePair>();
-        foreach (var g in probes.Where(p => p.Pair is not null && p.Gender is "man" or "woman").GroupBy(p => (p.Pair!, p.Attribute ?? p.Prompt, p.Prompt)))
+        foreach (var g in probes.Where(p => p.Pair is not null && p.Gender is Gender.Man or Gender.Woman).GroupBy(p => (p.Pair!, p.Attribute ?? p.Prompt, p.Prompt)))
         {
-            var a = g.FirstOrDefault(p => p.Gender == "man");
-            var b = g.FirstOrDefault(p => p.Gender == "woman");
+            var a = g.FirstOrDefault(p => p.Gender == Gender.Man);
+            var b = g.FirstOrDefault(p => p.Gender == Gender.Woman);
             if (a is not null && b is not null) list.Add(new ProbePair(g.Key.Item1, g.Key.Item2, a.PYes!.Value, b.PYes!.Value));
         }
         return list;
@@ -326,7 +328,7 @@ public static class MetricsCalculator
         }).ToArray();
     }
 
-    /// <summary>The metrics.json document of SPEC §7.3.</summary>
+    /// <summary>The metrics.json document (model, adapter, suite, split, items, every metric with value, ci95 and n).</summary>
     public static JsonObject Document(string model, string? adapter, string suite, string split, int nItems, IReadOnlyDictionary<string, MetricValue> metrics) => new()
     {
         ["model"] = model, ["adapter"] = adapter, ["suite"] = suite, ["split"] = split, ["n_items"] = nItems,

@@ -1,10 +1,11 @@
-// What the reports read (SPEC §7.3): an evaluation folder (metrics.json + samples.jsonl + where its images live),
+// What the reports read: an evaluation folder (metrics.json + samples.jsonl + where its images live),
 // a run folder's training curves (trainer_state.json), and the per-attribute group gaps with bootstrap CIs that the
 // bias plots draw. Everything here is recomputed from samples, so a report can be rebuilt from any eval folder.
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VlaBias.Evaluation.Metrics;
+using VlaBias.Data;
 
 namespace VlaBias.Evaluation;
 
@@ -96,11 +97,11 @@ public static class AttributeBiasCalculator
     /// train attributes then test attributes, each by name.</summary>
     public static List<AttributeBias> Compute(IReadOnlyList<Sample> samples, int resamples = 1000, int seed = 0)
     {
-        var answers = samples.Where(x => x.Kind == "probe" && x.Options is { Count: 2 } && x.PYes is not null && x.Gender is "man" or "woman").ToList();
+        var answers = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is { Count: 2 } && x.PYes is not null && x.Gender is Gender.Man or Gender.Woman).ToList();
         if (answers.Count == 0) return [];
-        var gg = GroupGap.Compute(answers.Select(a => new ProbeAnswer(a.Attribute ?? a.Prompt, a.Gender, a.PYes!.Value)).ToList(), seed: seed, permutations: 2000);
+        var gg = GroupGap.Compute(answers.Select(a => new ProbeAnswer(a.Attribute ?? a.Prompt, a.Gender.Name(), a.PYes!.Value)).ToList(), seed: seed, permutations: 2000);
         var attributes = answers.GroupBy(a => a.Attribute ?? a.Prompt)
-            .Select(g => (g.Key, Split: g.First().AttributeSplit ?? "train", Items: g.Select(a => new GapItem(a.Pair ?? a.Id, a.Gender == "woman", a.PYes!.Value)).ToArray()))
+            .Select(g => (g.Key, Split: g.First().AttributeSplit?.Name() ?? "train", Items: g.Select(a => new GapItem(a.Pair ?? a.Id, a.Gender == Gender.Woman, a.PYes!.Value)).ToArray()))
             .ToArray();
         // Attributes are independent bootstraps with their own draws: computed side by side, stored by index. A resample
         // is a list of positions (ints copy cheaply) into the attribute's items.

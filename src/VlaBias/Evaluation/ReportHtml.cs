@@ -1,10 +1,11 @@
-// Self-contained HTML for report.html and comparison.html (SPEC §7.3): inline CSS, plots and image thumbnails as
+// Self-contained HTML for report.html and comparison.html: inline CSS, plots and image thumbnails as
 // base64 PNG data URIs, no script, no network, no external file. Readable offline in any browser.
 using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
 using SkiaSharp;
+using VlaBias.Data;
 
 namespace VlaBias.Evaluation;
 
@@ -108,9 +109,9 @@ public static class ReportHtml
     public static string Gallery(IReadOnlyList<EvalFolder> runs, int maxImages = MaxGalleryImages)
     {
         var first = runs[0];
-        var captionsByRun = runs.Select(r => r.Samples.Where(s => s.Kind == "caption").GroupBy(s => s.Id).ToDictionary(g => g.Key, g => g.First())).ToList();
+        var captionsByRun = runs.Select(r => r.Samples.Where(s => s.Kind == SampleKind.Caption).GroupBy(s => s.Id).ToDictionary(g => g.Key, g => g.First())).ToList();
         var items = first.Samples.GroupBy(s => s.Id).Select(g => g.First())
-            .OrderBy(s => s.Pair ?? s.Id, StringComparer.Ordinal).ThenBy(s => s.Gender switch { "man" => 0, "woman" => 1, _ => 2 }).ThenBy(s => s.Id, StringComparer.Ordinal)
+            .OrderBy(s => s.Pair ?? s.Id, StringComparer.Ordinal).ThenBy(s => s.Gender switch { Gender.Man => 0, Gender.Woman => 1, _ => 2 }).ThenBy(s => s.Id, StringComparer.Ordinal)
             .Take(maxImages).ToList();
         if (items.Count == 0) return "<p class=\"meta\">No samples to show.</p>\n";
         string? dir = runs.Select(r => r.ManifestDir).FirstOrDefault(d => d is not null);
@@ -127,7 +128,7 @@ public static class ReportHtml
             sb.Append("<div class=\"card\">");
             sb.Append(uri is not null ? $"<img src=\"{uri}\" alt=\"{E(item.Id)}\">"
                                       : $"<div class=\"missing\">image not found<br>{E(item.Image)}</div>");
-            sb.Append($"<div class=\"tags\"><b>{E(item.Id)}</b> · {E(item.Gender)}{(item.Tone is null ? "" : $", tone {E(item.Tone)}")}" +
+            sb.Append($"<div class=\"tags\"><b>{E(item.Id)}</b> · {E(item.Gender.Name())}{(item.Tone is null ? "" : $", tone {E(item.Tone)}")}" +
                       $"{(item.Context is null ? "" : $" · {E(item.Context)}")}{(item.Role is null ? "" : $" · {E(item.Role)}")}</div>");
             IReadOnlyList<string>? refs = null;
             for (int j = 0; j < runs.Count; j++)

@@ -1,4 +1,4 @@
-// PNG plots of the reports (SPEC §7.3), drawn with ScottPlot 5 (which renders through SkiaSharp, headless):
+// PNG plots of the reports, drawn with ScottPlot 5 (which renders through SkiaSharp, headless):
 //   AttributeBias  — group gap per probe attribute with 95% CIs; one series per run (one run, or base vs tuned side
 //                    by side); train attributes left, held-out test attributes right of a divider.
 //   MetricsSummary — the main bias metrics (lower is better) and accuracy metrics (higher is better) with CIs.

@@ -1,4 +1,4 @@
-// Human-readable outputs (SPEC §7.3). In: metrics documents, samples, the suite (for where images live), a run's
+// Human-readable outputs. In: metrics documents, samples, the suite (for where images live), a run's
 // trainer_state.json. Out:
 //   eval folder  — report.md (metric table, what it means, plot links), report.html (self-contained), plots/*.png
 //   compare DIR  — comparison.md, comparison.html, plots/*.png for two or more eval folders
@@ -110,7 +110,7 @@ public static partial class Reports
     }
 
     /// <summary>
-    /// The report of a debiasing run folder (SPEC §6, §7.3): report.html at the run folder's root with base vs tuned
+    /// The report of a debiasing run folder (Training/RunFolder.cs): report.html at the run folder's root with base vs tuned
     /// (table with deltas and significance, per-attribute bias before/after, training curves, both captions per
     /// image), plus report.md and plots/. Needs eval/base and eval/tuned; trainer_state.json is optional.
     /// </summary>
@@ -127,6 +127,7 @@ public static partial class Reports
         string? state = curves is null ? null
             : $"Stopped: {curves.StopReason ?? "?"}; best adapter from step {curves.BestStep?.ToString(CultureInfo.InvariantCulture) ?? "?"}; " +
               $"{curves.Points.Count} validation points{(curves.Threshold is double t ? $", threshold {t.ToString("0.###", CultureInfo.InvariantCulture)}" : "")}.";
+        if (ResidualBias.ForRun(runDir) is { } residual) state = (state is null ? "" : state + " ") + residual.Verdict;
         var body = ComparisonBody(runDir, runs, title, curves, state);
         AtomicFile.WriteAllText(Path.Combine(runDir, "report.html"), ReportHtml.Page(title, body));
 

@@ -1,4 +1,4 @@
-// An evaluation suite (SPEC §7): which manifest and split, which prompts, the word lists the caption metrics use,
+// An evaluation suite: which manifest and split, which prompts, the word lists the caption metrics use,
 // and the statistics settings. Read from eval/suites/<name>.yaml (flat keys, unknown keys are an error).
 using VlaBias.Recipes;
 

@@ -1,7 +1,10 @@
-// `vlatune export --verify` (SPEC §8): runs TorchSharp and ONNX Runtime on the same images and prompt and checks that
-// they agree. Per image: max |Δlogit| over the whole prefill and over each cached decode step (both fed the same
-// tokens, TorchSharp's greedy choices), and the two greedy captions token by token. One more row runs all images as
-// a single left-padded batch (prompts may differ in length), which exercises the padding mask and position ids.
+// `vlatune export --verify`: runs TorchSharp and ONNX Runtime on the same images and prompt and checks that
+// they agree. Per image: max |Δlogit| over the whole prefill and over each cached decode step (both engines fed the
+// same tokens, TorchSharp's greedy continuation at full length), and the two greedy captions token by token. One more
+// row runs all images as a single left-padded batch (prompts may differ in length), which exercises the padding mask
+// and position ids.
+using Serilog;
+using VlaBias.Data;
 using VlaBias.Generation;
 using VlaBias.Model;
 using static TorchSharp.torch;
@@ -45,37 +48,50 @@ public static class ExportVerifier
 
     private static VerificationRow Compare(Vla vla, OnnxVla onnx, string name, IReadOnlyList<(Tensor image, string prompt)> items, int steps)
     {
-        using var _ = no_grad();
+        using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var ids = items.Select(x => vla.PromptIds(x.prompt)).ToList();
         using var batch = vla.Batch(ids, items.Select(x => x.image).ToList());
-        long b = batch.Size, len = batch.Length;
-        var model = vla.Model;
+        var torch = new TorchEngine(vla);
 
-        // Prefill and cached decode steps, both fed TorchSharp's greedy tokens.
-        using var cache = model.NewCache(b, len + steps);
-        var mask = cat([batch.Mask, ones(b, steps, dtype: ScalarType.Int64)], 1);
-        var torchLogits = model.Forward(batch.InputIds, batch.Pixels, mask.narrow(1, 0, len), null, cache, 0).to_type(ScalarType.Float32);
-        using var state = onnx.Start(batch, out var onnxLogits);
-        double prefill = MaxAbsDiff(torchLogits, onnxLogits);
+        // The whole prefill, then cached decode steps of both engines fed the same tokens: TorchSharp's greedy
+        // continuation forced to the full length (the stop token is not chosen before it).
+        var fed = new TextGenerator(torch).Generate(batch, new GenerationOptions(steps, MinNewTokens: steps));
+        double prefill = MaxAbsDiff(vla.Model.call(batch.Input()).Logits!.to_type(ScalarType.Float32), onnx.Logits(batch));
         double decode = 0;
-        var last = torchLogits.select(1, -1);
-        for (int step = 0; step < steps; step++)
-        {
-            var next = last.argmax(-1);
-            var t = model.ForwardEmbeds(model.Embed(next.unsqueeze(1), null), mask.narrow(1, 0, len + step + 1), null, cache, len + step).to_type(ScalarType.Float32);
-            var o = onnx.Step(state, next.data<long>().ToArray());
-            decode = Math.Max(decode, MaxAbsDiff(t, o));
-            last = t.select(1, -1);
-        }
+        using (var t = torch.Prefill(batch, steps, out _))
+        using (var o = onnx.Prefill(batch, steps, out _))
+            for (int step = 0; step < steps; step++)
+            {
+                var tokens = fed.Select(g => (long)g.Tokens[step]).ToArray();
+                decode = Math.Max(decode, MaxAbsDiff(t.Step(tokens).to_type(ScalarType.Float32), o.Step(tokens)));
+            }
 
         // Greedy captions, each engine on its own.
         var options = GenerationOptions.Greedy(steps);
         var torchOut = new TextGenerator(vla).Generate(batch, options);
-        var onnxOut = onnx.Generate(batch, options);
+        var onnxOut = new TextGenerator(onnx).Generate(batch, options);
         bool same = torchOut.Zip(onnxOut).All(p => p.First.Tokens.SequenceEqual(p.Second.Tokens));
         return new VerificationRow(name, prefill, decode, steps, same,
             string.Join(" | ", torchOut.Select(g => g.Text)), string.Join(" | ", onnxOut.Select(g => g.Text)));
+    }
+
+    /// <summary>
+    /// Up to <paramref name="count"/> test-split images of <paramref name="manifest"/> (by id), preprocessed for the
+    /// model; random images in its normalized pixel space (seed 0) when the manifest is missing or of another image size.
+    /// </summary>
+    public static List<Tensor> TestImages(Vla vla, string manifest, int count)
+    {
+        if (File.Exists(manifest))
+        {
+            var dir = Path.GetDirectoryName(Path.GetFullPath(manifest))!;
+            var items = Manifest.Load(manifest).Where(i => i.Split == Split.Test).OrderBy(i => i.Id, StringComparer.Ordinal).Take(count).ToList();
+            var pics = items.Select(i => vla.Images.Load(Path.Combine(dir, i.Image))).ToList();
+            if (pics.Count > 0 && pics[0].shape[1] == vla.Config.Vision.ImageSize) return pics;
+        }
+        Log.Information("export: verifying on {Count} random images (no usable manifest at {Manifest})", count, manifest);
+        manual_seed(0);
+        return Enumerable.Range(0, count).Select(_ => randn(3, vla.Config.Vision.ImageSize, vla.Config.Vision.ImageSize)).ToList();
     }
 
     private static double MaxAbsDiff(Tensor a, Tensor b)

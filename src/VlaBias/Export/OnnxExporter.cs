@@ -1,16 +1,25 @@
-// ONNX export of a (merged) LLaVA model (SPEC §8) in the community three-graph layout:
-//   vision_encoder.onnx  pixel_values [batch, 3, H, W] → image_features [batch, N, C_text] (after the projector)
-//   embed_tokens.onnx    input_ids [batch, seq] → inputs_embeds [batch, seq, C_text]
-//   decoder_model.onnx   inputs_embeds, attention_mask [batch, past+seq], position_ids [batch, seq],
-//                        past_key_values.{i}.key/value [batch, kv_heads, past, head_dim]
-//                        → logits [batch, seq, vocab], present.{i}.key/value [batch, kv_heads, past+seq, head_dim]
-// plus vlatune_onnx.json (prompt template, special tokens, sizes) and the checkpoint's tokenizer, preprocessor and
-// config files, so the folder is self-contained. Initializers keep Hugging Face's parameter names; Linear weights are
-// stored transposed ([in, out]) so each projection is one MatMul. Every graph spells the model's math with basic ops (opset 17), the
-// same math as Layers.cs / VisionTower.cs / LanguageModel.cs, so ONNX Runtime and TorchSharp agree to float rounding.
+// ONNX export of a (merged) LLaVA model in the community layout that Hugging Face Transformers.js loads unchanged
+// (AutoProcessor + LlavaForConditionalGeneration, its session names fixed):
+//   onnx/vision_encoder.onnx        pixel_values [batch_size, 3, H, W] → image_features [batch_size, N, C_text] (after the projector)
+//   onnx/embed_tokens.onnx          input_ids [batch_size, seq] → inputs_embeds [batch_size, seq, C_text]
+//   onnx/decoder_model_merged.onnx  inputs_embeds, attention_mask [batch_size, past+seq], position_ids [batch_size, seq],
+//                                   past_key_values.{i}.key/value [batch_size, kv_heads, past, head_dim] (empty on the first step)
+//                                   → logits [batch_size, seq, vocab], present.{i}.key/value [batch_size, kv_heads, past+seq, head_dim]
+// The batch axis is named batch_size because Transformers.js sizes the empty first-step past from the axis of that name
+// (every other symbolic axis becomes 0); weights above the external-data threshold go to "<graph>.onnx_data", the name
+// it fetches. Beside the graphs: config.json (the source's keys kept, the modelled ones rewritten, transformers.js_config
+// when there is external data), preprocessor_config.json with processor_class LlavaProcessor, processor_config.json
+// (image_token, patch_size, num_additional_image_tokens: the processor expands <image> to that many tokens),
+// tokenizer.json (copied, or written from the older tokenizer files), tokenizer_config.json (chat_template rendering
+// the checkpoint's prompt template, padding_side left), generation_config.json (bos/eos/pad, and the image, pad and
+// bos tokens as suppress_tokens, as vlatune's decoders suppress them) and vlatune_onnx.json (sizes, graph paths).
+// Initializers keep Hugging Face's parameter names; Linear weights are stored transposed ([in, out]) so each
+// projection is one MatMul. Every graph spells the model's math with basic ops (opset 17), the same math as
+// Layers.cs / VisionTower.cs / LanguageModel.cs, so ONNX Runtime and TorchSharp agree to float rounding.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VlaBias.Model;
+using VlaBias.Text;
 using static TorchSharp.torch;
 using Elem = VlaBias.Export.OnnxGraphBuilder.Elem;
 
@@ -22,30 +31,89 @@ public sealed record OnnxExportResult(string Folder, IReadOnlyList<string> Files
 public static class OnnxExporter
 {
     public const string InfoFile = "vlatune_onnx.json";
-    public const string VisionFile = "vision_encoder.onnx";
-    public const string EmbedFile = "embed_tokens.onnx";
-    public const string DecoderFile = "decoder_model.onnx";
+    public const string VisionFile = "onnx/vision_encoder.onnx";
+    public const string EmbedFile = "onnx/embed_tokens.onnx";
+    public const string DecoderFile = "onnx/decoder_model_merged.onnx";
+    /// <summary>The symbolic batch axis, named as Transformers.js expects.</summary>
+    public const string BatchAxis = "batch_size";
 
-    /// <summary>Files of a checkpoint folder copied next to the graphs (those that exist).</summary>
+    /// <summary>Where exports written before the Transformers.js layout kept their graphs (still read).</summary>
+    private static readonly (string vision, string embed, string decoder) LegacyGraphs = ("vision_encoder.onnx", "embed_tokens.onnx", "decoder_model.onnx");
+
+    /// <summary>Tokenizer files of the older formats, copied beside tokenizer.json when the checkpoint has them.</summary>
     public static readonly string[] CheckpointFiles =
-        ["config.json", "preprocessor_config.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json",
-         "merges.txt", "tokenizer.json", "special_tokens_map.json", "added_tokens.json", "generation_config.json"];
+        ["vocab.txt", "tokenizer.model", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json"];
 
-    /// <summary>Exports a loaded model (with its tokenizer files from <paramref name="vla"/>'s folder) to <paramref name="outDir"/>.</summary>
+    /// <summary>Exports a loaded model with its checkpoint's tokenizer and processor files to <paramref name="outDir"/>.</summary>
     public static OnnxExportResult Export(Vla vla, string outDir, long externalThreshold = OnnxGraphBuilder.DefaultExternalThreshold)
     {
-        var result = Export(vla.Model, outDir, externalThreshold);
+        var c = vla.Model.Config;
+        var tok = vla.Tokenizer;
+        string? src = vla.Folder;
+        var result = Export(vla.Model, outDir, externalThreshold, src is null ? null : ReadObject(Path.Combine(src, "config.json")));
         var files = result.Files.ToList();
-        if (vla.Folder is not null)
+        void Write(string name, JsonNode node) { AtomicFile.WriteAllText(Path.Combine(outDir, name), node.ToJsonString(Json)); files.Add(name); }
+
+        if (src is not null)
+        {
             foreach (var name in CheckpointFiles)
             {
-                var src = Path.Combine(vla.Folder, name);
-                if (name == "config.json" || !File.Exists(src)) continue;
-                File.Copy(src, Path.Combine(outDir, name), overwrite: true);
+                var from = Path.Combine(src, name);
+                if (!File.Exists(from)) continue;
+                File.Copy(from, Path.Combine(outDir, name), overwrite: true);
                 files.Add(name);
             }
-        var tok = vla.Tokenizer;
-        var info = Info(vla.Model.Config);
+            var tokenizerJson = Path.Combine(src, TokenizerJson.FileName);
+            if (File.Exists(tokenizerJson)) File.Copy(tokenizerJson, Path.Combine(outDir, TokenizerJson.FileName), overwrite: true);
+            else TokenizerJsonWriter.Write(Path.Combine(outDir, TokenizerJson.FileName), TokenizerJsonWriter.FromLegacyFiles(src)
+                ?? throw new BadInputException($"{src}: no tokenizer files to write tokenizer.json from"));
+            files.Add(TokenizerJson.FileName);
+
+            var tc = ReadObject(Path.Combine(src, "tokenizer_config.json")) ?? new JsonObject();
+            tc["chat_template"] ??= PromptTemplates.ChatTemplate(tok.PromptTemplate, tok.ImageToken);
+            tc["padding_side"] = "left";
+            tc["vlatune_prompt_template"] ??= tok.PromptTemplate;
+            foreach (var (key, value) in new[] { ("bos_token", tok.BosToken), ("eos_token", tok.EosToken), ("pad_token", tok.PadToken), ("image_token", tok.ImageToken) })
+                if (tc[key] is null) tc[key] = value;
+            // A slow-tokenizer class with a different Transformers.js counterpart (BertTokenizer adds token_type_ids) would
+            // change what the processor returns; the generic fast class reads tokenizer.json as it is.
+            if (tc["tokenizer_class"]?.GetValue<string>() is "BertTokenizer" or "BertTokenizerFast") tc["tokenizer_class"] = "PreTrainedTokenizerFast";
+            Write("tokenizer_config.json", tc);
+        }
+
+        var pre = (src is null ? null : ReadObject(Path.Combine(src, "preprocessor_config.json"))) ?? vla.Images.Config.ToJson();
+        pre["processor_class"] = "LlavaProcessor";
+        Write("preprocessor_config.json", pre);
+        int patches = c.Vision.ImageSize / c.Vision.PatchSize, additional = c.ImageSeqLength - patches * patches;
+        var processor = new JsonObject
+        {
+            ["processor_class"] = "LlavaProcessor",
+            ["image_token"] = tok.ImageToken,
+            ["patch_size"] = c.Vision.PatchSize,
+            // Transformers.js and Python both expand <image> to (H/patch)·(W/patch) + this many tokens; with no
+            // vision_feature_select_strategy here Python subtracts nothing for the dropped CLS, so the count is exact.
+            ["num_additional_image_tokens"] = additional,
+        };
+        if (additional < 0)
+        {
+            // SigLIP with "default" drops a patch: only Python's strategy rule can say so (Transformers.js ignores it
+            // and would count one token more than the model's features).
+            processor["num_additional_image_tokens"] = additional + 1;
+            processor["vision_feature_select_strategy"] = "default";
+        }
+        Write("processor_config.json", processor);
+
+        var gen = (src is null ? null : ReadObject(Path.Combine(src, "generation_config.json"))) ?? new JsonObject();
+        gen["bos_token_id"] = tok.BosId;
+        gen["eos_token_id"] = tok.EosId;
+        gen["pad_token_id"] = tok.PadId;
+        var suppress = (gen["suppress_tokens"] as JsonArray)?.Select(x => x!.GetValue<int>()).ToList() ?? [];
+        suppress.AddRange(new[] { tok.ImageTokenId, tok.PadId, tok.BosId }.Where(t => t != tok.EosId && t >= 0));
+        gen["suppress_tokens"] = new JsonArray(suppress.Distinct().Order().Select(t => (JsonNode)t).ToArray());
+        gen["do_sample"] ??= false;
+        Write("generation_config.json", gen);
+
+        var info = Info(c);
         info["prompt_template"] = tok.PromptTemplate;
         info["add_bos"] = tok.AddBos;
         info["special_tokens"] = new JsonObject
@@ -54,24 +122,34 @@ public static class OnnxExporter
             ["pad"] = Token(tok.PadToken, tok.PadId), ["image"] = Token(tok.ImageToken, tok.ImageTokenId),
         };
         AtomicFile.WriteAllText(Path.Combine(outDir, InfoFile), info.ToJsonString(Json));
-        return result with { Files = files };
+        return result with { Files = files.Distinct().ToList() };
     }
 
     private static JsonObject Token(string text, int id) => new() { ["content"] = text, ["id"] = id };
 
+    private static JsonObject? ReadObject(string path)
+    {
+        if (!File.Exists(path)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new BadInputException($"{path}: expected a JSON object"); }
+        catch (JsonException e) { throw new BadInputException($"{path}: not valid JSON ({e.Message})"); }
+    }
+
     /// <summary>
     /// Writes the three graphs, config.json and a vlatune_onnx.json without tokenizer fields for <paramref name="model"/>.
-    /// <paramref name="externalThreshold"/>: above this many bytes of weights a graph keeps them in one external .data file.
+    /// <paramref name="externalThreshold"/>: above this many bytes of weights a graph keeps them in one external
+    /// "&lt;graph&gt;.onnx_data" file. <paramref name="sourceConfig"/>: the checkpoint's config.json, whose keys the
+    /// written one keeps (the modelled ones are rewritten).
     /// </summary>
-    public static OnnxExportResult Export(LlavaModel model, string outDir, long externalThreshold = OnnxGraphBuilder.DefaultExternalThreshold)
+    public static OnnxExportResult Export(LlavaModel model, string outDir, long externalThreshold = OnnxGraphBuilder.DefaultExternalThreshold,
+        JsonObject? sourceConfig = null)
     {
-        Directory.CreateDirectory(outDir);
+        Directory.CreateDirectory(Path.Combine(outDir, "onnx"));
         var c = model.Config;
         var weights = model.state_dict();
         if (c.Text.TieWordEmbeddings) weights["language_model.lm_head.weight"] = weights["language_model.model.embed_tokens.weight"];
         var files = new List<string>();
+        var externalGraphs = new List<string>();
         long bytes = 0;
-        bool external = false;
         using (no_grad())
         {
             foreach (var (file, builder) in new (string, Func<OnnxGraphBuilder>)[]
@@ -83,14 +161,50 @@ public static class OnnxExporter
                 bytes += g.WeightBytes;
                 var data = g.Save(Path.Combine(outDir, file), Producer, externalThreshold);
                 files.Add(file);
-                if (data is not null) { files.Add(Path.GetFileName(data)); external = true; }
+                if (data is not null) { files.Add(Path.GetRelativePath(outDir, data)); externalGraphs.Add(Path.GetFileName(file)); }
             }
         }
-        AtomicFile.WriteAllText(Path.Combine(outDir, "config.json"), c.ToJson().ToJsonString(Json));
+        var config = Merge(sourceConfig?.DeepClone().AsObject() ?? new JsonObject(), c.ToJson());
+        config.Remove("transformers.js_config");
+        if (externalGraphs.Count > 0)
+            config["transformers.js_config"] = new JsonObject
+            {
+                ["use_external_data_format"] = new JsonObject(externalGraphs.Select(g => KeyValuePair.Create(g, (JsonNode?)1))),
+            };
+        AtomicFile.WriteAllText(Path.Combine(outDir, "config.json"), config.ToJsonString(Json));
         files.Add("config.json");
         AtomicFile.WriteAllText(Path.Combine(outDir, InfoFile), Info(c).ToJsonString(Json));
         files.Add(InfoFile);
-        return new OnnxExportResult(outDir, files, bytes, external);
+        return new OnnxExportResult(outDir, files, bytes, externalGraphs.Count > 0);
+    }
+
+    /// <summary><paramref name="over"/>'s keys written over <paramref name="into"/>, objects merged key by key.</summary>
+    private static JsonObject Merge(JsonObject into, JsonObject over)
+    {
+        foreach (var (key, value) in over)
+        {
+            if (value is JsonObject o && into[key] is JsonObject existing) Merge(existing, o);
+            else into[key] = value?.DeepClone();
+        }
+        return into;
+    }
+
+    /// <summary>
+    /// Full paths of the three graphs of an export folder: from vlatune_onnx.json's "graphs" (relative paths inside
+    /// the folder), else the names of the layout before Transformers.js's (all three beside config.json).
+    /// </summary>
+    public static (string Vision, string Embed, string Decoder) GraphFiles(string dir)
+    {
+        string infoPath = Path.Combine(dir, InfoFile);
+        var graphs = ReadObject(infoPath)?["graphs"] as JsonObject;
+        string Resolve(string key, string legacy)
+        {
+            if (graphs?[key] is not JsonValue v || !v.TryGetValue<string>(out var rel)) return Path.Combine(dir, legacy);
+            if (Path.IsPathRooted(rel) || rel.Split('/', '\\').Contains(".."))
+                throw new BadInputException($"{infoPath}: field 'graphs.{key}': expected a path inside the export folder, got '{rel}'");
+            return Path.Combine(dir, rel);
+        }
+        return (Resolve("vision_encoder", LegacyGraphs.vision), Resolve("embed_tokens", LegacyGraphs.embed), Resolve("decoder", LegacyGraphs.decoder));
     }
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
@@ -100,7 +214,7 @@ public static class OnnxExporter
     private static JsonObject Info(LlavaConfig c) => new()
     {
         ["format"] = "vlatune-onnx",
-        ["version"] = 1,
+        ["version"] = 2,
         ["opset"] = OnnxGraphBuilder.Opset,
         ["ir_version"] = OnnxGraphBuilder.IrVersion,
         ["graphs"] = new JsonObject { ["vision_encoder"] = VisionFile, ["embed_tokens"] = EmbedFile, ["decoder"] = DecoderFile },
@@ -185,7 +299,7 @@ public static class OnnxExporter
         var v = c.Vision;
         var g = new OnnxGraphBuilder("vision_encoder");
         const string P = "vision_tower.vision_model.";
-        var pixels = g.Input("pixel_values", Elem.Float, "batch", v.NumChannels, v.ImageSize, v.ImageSize);
+        var pixels = g.Input("pixel_values", Elem.Float, BatchAxis, v.NumChannels, v.ImageSize, v.ImageSize);
         var conv = v.IsSiglip
             ? g.Node("Conv", [pixels, g.Weight(P + "embeddings.patch_embedding.weight", w[P + "embeddings.patch_embedding.weight"]), g.Weight(P + "embeddings.patch_embedding.bias", w[P + "embeddings.patch_embedding.bias"])],
                 null, ("kernel_shape", new long[] { v.PatchSize, v.PatchSize }), ("strides", new long[] { v.PatchSize, v.PatchSize }))
@@ -220,7 +334,7 @@ public static class OnnxExporter
             x = g.Node("Slice", [x, g.Ints(1), g.Ints(long.MaxValue), g.Ints(1)]);                 // drop CLS
         x = Linear(g, w, x, "multi_modal_projector.linear_1", c.ProjectorBias);
         x = Linear(g, w, Act(g, c.ProjectorHiddenAct, x), "multi_modal_projector.linear_2", c.ProjectorBias);
-        g.Output(x, "image_features", Elem.Float, "batch", c.ImageSeqLength, c.Text.HiddenSize);
+        g.Output(x, "image_features", Elem.Float, BatchAxis, c.ImageSeqLength, c.Text.HiddenSize);
         return g;
     }
 
@@ -229,24 +343,24 @@ public static class OnnxExporter
     private static OnnxGraphBuilder Embed(LlavaConfig c, IDictionary<string, Tensor> w)
     {
         var g = new OnnxGraphBuilder("embed_tokens");
-        var ids = g.Input("input_ids", Elem.Int64, "batch", "sequence_length");
+        var ids = g.Input("input_ids", Elem.Int64, BatchAxis, "sequence_length");
         const string name = "language_model.model.embed_tokens.weight";
-        g.Output(g.Node("Gather", [g.Weight(name, w[name]), ids], null, ("axis", 0L)), "inputs_embeds", Elem.Float, "batch", "sequence_length", c.Text.HiddenSize);
+        g.Output(g.Node("Gather", [g.Weight(name, w[name]), ids], null, ("axis", 0L)), "inputs_embeds", Elem.Float, BatchAxis, "sequence_length", c.Text.HiddenSize);
         return g;
     }
 
-    // ---- decoder_model.onnx -------------------------------------------------------------------------------------
+    // ---- decoder_model_merged.onnx -------------------------------------------------------------------------------------
 
     private static OnnxGraphBuilder Decoder(LlavaConfig c, IDictionary<string, Tensor> w)
     {
         var t = c.Text;
-        var g = new OnnxGraphBuilder("decoder_model");
-        var embeds = g.Input("inputs_embeds", Elem.Float, "batch", "sequence_length", t.HiddenSize);
-        var keyMask = g.Input("attention_mask", Elem.Int64, "batch", "total_sequence_length");
-        var positions = g.Input("position_ids", Elem.Int64, "batch", "sequence_length");
+        var g = new OnnxGraphBuilder("decoder_model_merged");
+        var embeds = g.Input("inputs_embeds", Elem.Float, BatchAxis, "sequence_length", t.HiddenSize);
+        var keyMask = g.Input("attention_mask", Elem.Int64, BatchAxis, "total_sequence_length");
+        var positions = g.Input("position_ids", Elem.Int64, BatchAxis, "sequence_length");
         var past = Enumerable.Range(0, t.NumHiddenLayers).Select(i => (
-            k: g.Input($"past_key_values.{i}.key", Elem.Float, "batch", t.NumKeyValueHeads, "past_sequence_length", t.HeadDim),
-            v: g.Input($"past_key_values.{i}.value", Elem.Float, "batch", t.NumKeyValueHeads, "past_sequence_length", t.HeadDim))).ToArray();
+            k: g.Input($"past_key_values.{i}.key", Elem.Float, BatchAxis, t.NumKeyValueHeads, "past_sequence_length", t.HeadDim),
+            v: g.Input($"past_key_values.{i}.value", Elem.Float, BatchAxis, t.NumKeyValueHeads, "past_sequence_length", t.HeadDim))).ToArray();
 
         // Attention bias [B, 1, T, S] from AttentionMasks.Causal: key k visible to query q (at cache position S−T+q)
         // when k ≤ q's position and the key is real, and always to itself. 0 where visible, float.MinValue elsewhere.
@@ -296,11 +410,11 @@ public static class OnnxExporter
             x = g.Node("Add", [x, Linear(g, w, g.Node("Mul", [gate, Linear(g, w, h, L + "mlp.up_proj", false)]), L + "mlp.down_proj", false)]);
         }
         x = RmsNorm(g, w, x, "language_model.model.norm", t.RmsNormEps);
-        g.Output(Linear(g, w, x, "language_model.lm_head", false), "logits", Elem.Float, "batch", "sequence_length", t.VocabSize);
+        g.Output(Linear(g, w, x, "language_model.lm_head", false), "logits", Elem.Float, BatchAxis, "sequence_length", t.VocabSize);
         for (int i = 0; i < t.NumHiddenLayers; i++)
         {
-            g.DeclareOutput($"present.{i}.key", Elem.Float, "batch", t.NumKeyValueHeads, "total_sequence_length", t.HeadDim);
-            g.DeclareOutput($"present.{i}.value", Elem.Float, "batch", t.NumKeyValueHeads, "total_sequence_length", t.HeadDim);
+            g.DeclareOutput($"present.{i}.key", Elem.Float, BatchAxis, t.NumKeyValueHeads, "total_sequence_length", t.HeadDim);
+            g.DeclareOutput($"present.{i}.value", Elem.Float, BatchAxis, t.NumKeyValueHeads, "total_sequence_length", t.HeadDim);
         }
         return g;
     }

@@ -2,7 +2,8 @@
 // nodes with attributes, and initializers taken from TorchSharp tensors. Initializers keep a reference to the
 // tensor and are converted to float32 bytes only when the model is saved, one tensor at a time, so a large model is
 // never held twice in memory. Saving writes raw_data inside the .onnx file, or, when the weights exceed a threshold
-// (protobuf cannot hold more than 2 GB), every large tensor into one external "<file>.data" file.
+// (protobuf cannot hold more than 2 GB), every large tensor into one external "<file>_data" file (decoder_model_merged.onnx
+// → decoder_model_merged.onnx_data, the name Transformers.js fetches).
 using Google.Protobuf;
 using Onnx;
 using VlaBias.Weights;
@@ -26,7 +27,7 @@ internal sealed class OnnxGraphBuilder
 
     public enum Elem { Float = 1, Int64 = 7, Bool = 9 }
 
-    /// <summary>A graph input; each dimension is a number or a symbolic name ("batch", "past_sequence_length").</summary>
+    /// <summary>A graph input; each dimension is a number or a symbolic name ("batch_size", "past_sequence_length").</summary>
     public string Input(string name, Elem type, params object[] dims)
     {
         graph.Input.Add(ValueInfo(name, type, dims));
@@ -120,7 +121,7 @@ internal sealed class OnnxGraphBuilder
 
     /// <summary>
     /// Writes the model to <paramref name="path"/>. If the weights exceed <paramref name="externalThreshold"/> bytes,
-    /// tensors of at least 1 KB go to "&lt;file name&gt;.data" beside it (ONNX external data, one file, 64-byte aligned offsets).
+    /// tensors of at least 1 KB go to "&lt;file name&gt;_data" beside it (ONNX external data, one file, 64-byte aligned offsets).
     /// Returns the path of the external data file, or null.
     /// </summary>
     public string? Save(string path, string producer, long externalThreshold = DefaultExternalThreshold)
@@ -134,7 +135,7 @@ internal sealed class OnnxGraphBuilder
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
         bool external = WeightBytes > externalThreshold;
-        string dataName = Path.GetFileName(path) + ".data";
+        string dataName = Path.GetFileName(path) + "_data";
         string dataPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataName);
         string tmpData = dataPath + ".tmp";
         FileStream? data = external ? new FileStream(tmpData, FileMode.Create, FileAccess.Write) : null;

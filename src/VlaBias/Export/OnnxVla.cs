@@ -1,11 +1,14 @@
-// Runs an export folder (OnnxExporter) with ONNX Runtime: the three graphs, the tokenizer and the preprocessor copied
-// beside them. Decoding has TextGenerator's semantics (greedy and beam, left-padded batches, the same suppressed
-// tokens, per-token log-probabilities), with the KV cache passed from present.{i}.* back into past_key_values.{i}.*.
-// Image features are written over the image-token positions in row-major order, as LlavaModel.Embed does.
+// Runs an export folder (OnnxExporter) with ONNX Runtime: the three graphs (onnx/…, or beside config.json in exports
+// made before the Transformers.js layout), the tokenizer and the preprocessor beside them. It is an engine of the one
+// decoder (Generation/IEngine.cs): prefill runs the prompt through vision_encoder, embed_tokens and the decoder, each step feeds one token per row with the KV cache passed from
+// present.{i}.* back into past_key_values.{i}.*, and rows can be reordered (beam search). Image features are written
+// over the image-token positions in row-major order, as LlavaModel does. Its prompts come from the folder's tokenizer
+// files and vlatune_onnx.json (PromptFormat), read once at load.
 using System.Text.Json.Nodes;
 using Microsoft.ML.OnnxRuntime;
 using VlaBias.Generation;
 using VlaBias.Images;
+using VlaBias.Model;
 using VlaBias.Text;
 using static TorchSharp.torch;
 
@@ -31,7 +34,7 @@ public sealed record OnnxExportInfo(int ImageTokenId, int ImageSeqLength, int Im
     }
 }
 
-public sealed class OnnxVla : IDisposable
+public sealed class OnnxVla : IEngine, IDisposable
 {
     private readonly InferenceSession vision, embed, decoder;
     private readonly RunOptions run = new();
@@ -39,15 +42,18 @@ public sealed class OnnxVla : IDisposable
     private OnnxVla(string dir, OnnxExportInfo info, VlaTokenizer tok, ImagePreprocessor images, SessionOptions options)
     {
         Folder = dir; Info = info; Tokenizer = tok; Images = images;
-        vision = Open(dir, OnnxExporter.VisionFile, options);
-        embed = Open(dir, OnnxExporter.EmbedFile, options);
-        decoder = Open(dir, OnnxExporter.DecoderFile, options);
+        Prompts = PromptFormat.ForFolder(dir, tok, info.ImageSeqLength);
+        var (visionFile, embedFile, decoderFile) = OnnxExporter.GraphFiles(dir);
+        vision = Open(visionFile, options);
+        embed = Open(embedFile, options);
+        decoder = Open(decoderFile, options);
     }
 
     public string Folder { get; }
     public OnnxExportInfo Info { get; }
     public VlaTokenizer Tokenizer { get; }
     public ImagePreprocessor Images { get; }
+    public PromptFormat Prompts { get; }
 
     /// <summary>Loads an export folder. <paramref name="threads"/> = 0 lets ONNX Runtime choose.</summary>
     public static OnnxVla Load(string dir, int threads = 0)
@@ -63,51 +69,30 @@ public sealed class OnnxVla : IDisposable
         return new OnnxVla(dir, info, tok, new ImagePreprocessor(pre), options);
     }
 
-    private static InferenceSession Open(string dir, string file, SessionOptions options)
+    private static InferenceSession Open(string path, SessionOptions options)
     {
-        var path = Path.Combine(dir, file);
         if (!File.Exists(path)) throw new BadInputException($"{path}: file not found");
         try { return new InferenceSession(path, options); }
         catch (OnnxRuntimeException e) { throw new BadInputException($"{path}: ONNX Runtime cannot load it ({e.Message})", e); }
     }
 
-    /// <summary>The caption instruction the checkpoint declares (tokenizer_config.json "vlatune_caption_prompt").</summary>
-    public string CaptionPrompt
-    {
-        get
-        {
-            var path = Path.Combine(Folder, "tokenizer_config.json");
-            if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path))?["vlatune_caption_prompt"]?.GetValue<string>() is { } s) return s;
-            return "describe the image.";
-        }
-    }
-
-    public int[] PromptIds(string prompt, bool withImage = true) => Tokenizer.EncodePrompt(prompt, withImage ? Info.ImageSeqLength : 0);
-
-    public PromptBatch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels) =>
-        PromptBatch.LeftPadded(sequences, Tokenizer.PadId, pixels, ScalarType.Float32);
-
-    /// <summary>Captions image files (each loaded and preprocessed; a bad file is a BadInputException naming it).</summary>
-    public IReadOnlyList<Generated> Caption(IReadOnlyList<string> imagePaths, string? prompt, GenerationOptions options)
-    {
-        var pixels = imagePaths.Select(Images.Load).ToList();
-        try { return Caption(pixels, prompt, options); }
-        finally { foreach (var p in pixels) p.Dispose(); }
-    }
-
-    /// <summary>Captions preprocessed images [3, H, W], one prompt for all (default: <see cref="CaptionPrompt"/>).</summary>
-    public IReadOnlyList<Generated> Caption(IReadOnlyList<Tensor> pixels, string? prompt, GenerationOptions options)
-    {
-        var ids = pixels.Select(_ => PromptIds(prompt ?? CaptionPrompt)).ToList();
-        using var batch = Batch(ids, pixels);
-        return Generate(batch, options);
-    }
+    public Batch Batch(IReadOnlyList<int[]> sequences, IReadOnlyList<Tensor>? pixels) =>
+        Model.Batch.LeftPadded(sequences, Tokenizer.PadId, pixels, ScalarType.Float32);
 
     /// <summary>Logits [B, L, V] of a whole prompt batch (one prefill, no cache kept).</summary>
-    public Tensor Logits(PromptBatch batch)
+    public Tensor Logits(Batch batch)
     {
         using var state = Start(batch, out var logits);
         return logits;
+    }
+
+    public Tensor LastLogits(Batch batch) => Logits(batch).select(1, -1);
+
+    public IDecoding Prefill(Batch batch, int maxNewTokens, out Tensor lastLogits)
+    {
+        var state = Start(batch, out var logits);
+        lastLogits = logits.select(1, -1);
+        return state;
     }
 
     // ---- the three graphs ---------------------------------------------------------------------------------------
@@ -129,24 +114,26 @@ public sealed class OnnxVla : IDisposable
     }
 
     /// <summary>A decoding in progress: the KV cache (one array per layer and K/V) and the attention mask so far.</summary>
-    public sealed class State : IDisposable
+    public sealed class State(OnnxVla onnx) : IDecoding
     {
         internal float[][] Past = [];
         internal long[] Mask = [];
         public long Batch { get; internal set; }
         public long Length { get; internal set; }    // keys seen so far (cache length)
+        public Tensor Step(long[] tokens) => onnx.Step(this, tokens).select(1, -1);
+        public void Reorder(long[] rows) => onnx.Reorder(this, rows);
         public void Dispose() { Past = []; Mask = []; }
     }
 
     /// <summary>Prefills a prompt batch: returns the decoding state and the logits [B, L, V].</summary>
-    public State Start(PromptBatch batch, out Tensor logits)
+    public State Start(Batch batch, out Tensor logits)
     {
         long b = batch.Size, len = batch.Length;
         var ids = batch.InputIds.data<long>().ToArray();
         var embeds = EmbedIds(ids, b, len);
         if (batch.Pixels is not null) SpliceImages(embeds, ids, ImageFeatures(batch.Pixels));
         else if (ids.Contains(Info.ImageTokenId)) throw new BadInputException("the prompt has image tokens but no images were given");
-        var state = new State
+        var state = new State(this)
         {
             Batch = b, Length = 0, Mask = batch.Mask.data<long>().ToArray(),
             Past = Enumerable.Range(0, 2 * Info.NumLayers).Select(_ => Array.Empty<float>()).ToArray(),
@@ -240,92 +227,6 @@ public sealed class OnnxVla : IDisposable
         for (long p = 0; p < ids.Length; p++)
             if (ids[p] == Info.ImageTokenId) Array.Copy(features, next++ * c, embeds, p * c, c);
     }
-
-    // ---- decoding (TextGenerator's semantics) ---------------------------------------------------------------------
-
-    private int Eos => Tokenizer.EosId;
-    private int[] Suppressed => new[] { Tokenizer.ImageTokenId, Tokenizer.PadId, Tokenizer.BosId }.Where(t => t != Eos).Distinct().ToArray();
-
-    /// <summary>Row-wise log-softmax of logits [B, V] (last position), in float32 as TextGenerator computes it.</summary>
-    private static float[] LogSoftmaxLast(Tensor logits)
-    {
-        using var scope = NewDisposeScope();
-        return logits.select(1, -1).log_softmax(-1).data<float>().ToArray();
-    }
-
-    public IReadOnlyList<Generated> Generate(PromptBatch batch, GenerationOptions options) =>
-        options.NumBeams > 1 ? Beam(batch, options) : Greedy(batch, options.MaxNewTokens, options.MinNewTokens);
-
-    private IReadOnlyList<Generated> Greedy(PromptBatch batch, int maxNew, int minNew)
-    {
-        int b = (int)batch.Size, v = Info.VocabSize;
-        var tokens = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
-        var logps = Enumerable.Range(0, b).Select(_ => new List<float>()).ToArray();
-        var done = new bool[b];
-        var suppressed = Suppressed;
-        int[] suppressedWithEos = [.. suppressed, Eos];
-        using var state = Start(batch, out var logits);
-        for (int step = 0; step < maxNew; step++)
-        {
-            var lp = LogSoftmaxLast(logits);
-            logits.Dispose();
-            var next = new long[b];
-            bool all = true;
-            for (int r = 0; r < b; r++)
-            {
-                int best = ArgMax(lp, r * v, v, step < minNew ? suppressedWithEos : suppressed);
-                next[r] = best;
-                if (done[r]) continue;
-                if (best == Eos) { done[r] = true; continue; }
-                tokens[r].Add(best); logps[r].Add(lp[r * v + best]);
-                all = false;
-            }
-            if (all || step == maxNew - 1) break;
-            logits = Step(state, next);
-        }
-        return Finish(tokens, logps);
-    }
-
-    private static int ArgMax(float[] lp, long offset, int count, int[] suppressed)
-    {
-        int best = -1;
-        float bestValue = float.NegativeInfinity;
-        for (int i = 0; i < count; i++)
-        {
-            if (suppressed.Contains(i)) continue;
-            float x = lp[offset + i];
-            if (best < 0 || x > bestValue) { best = i; bestValue = x; }
-        }
-        return best;
-    }
-
-    /// <summary>Beam search exactly as TextGenerator.Beam (B inputs × K beams, length-normalised at the end).</summary>
-    private IReadOnlyList<Generated> Beam(PromptBatch batch, GenerationOptions o)
-    {
-        int k = o.NumBeams, b = (int)batch.Size, v = Info.VocabSize;
-        var search = new BeamSearch(b, k, Eos, o.LengthPenalty);
-        var suppressed = Suppressed;
-        using var state = Start(batch, out var prefill);
-        var lpRows = LogSoftmaxLast(prefill);
-        prefill.Dispose();
-        Reorder(state, Enumerable.Range(0, b * k).Select(i => (long)(i / k)).ToArray());
-        var lp = new float[b * k * v];
-        for (int r = 0; r < b * k; r++) Array.Copy(lpRows, (r / k) * v, lp, r * v, v);
-        for (int step = 0; step < o.MaxNewTokens; step++)
-        {
-            foreach (var s in step < o.MinNewTokens ? [.. suppressed, Eos] : suppressed)
-                for (int r = 0; r < b * k; r++) lp[r * v + s] = float.NegativeInfinity;
-            bool live = search.Advance(lp, v, null, out var nextRows, out var nextTokens);
-            if (!live || step == o.MaxNewTokens - 1) break;
-            Reorder(state, nextRows);
-            using var logits = Step(state, nextTokens);
-            lp = LogSoftmaxLast(logits);
-        }
-        return search.Results(Tokenizer.Decode);
-    }
-
-    private List<Generated> Finish(List<int>[] tokens, List<float>[] logps) =>
-        tokens.Select((t, i) => new Generated(t.ToArray(), logps[i].ToArray(), Tokenizer.Decode(t))).ToList();
 
     public void Dispose()
     {

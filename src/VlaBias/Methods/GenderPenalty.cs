@@ -32,6 +32,7 @@ public static class GenderPenalty
     /// <summary>Words of a gender_words.json-style file ("man" + "woman" lists) or of a text file (one word per line).</summary>
     public static IReadOnlyList<string> LoadWords(string path)
     {
+        path = Assets.Resolve(path);
         if (!File.Exists(path)) throw new BadInputException($"{path}: penalty word list not found");
         var text = File.ReadAllText(path);
         if (text.TrimStart().StartsWith('{'))

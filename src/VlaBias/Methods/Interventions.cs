@@ -1,7 +1,8 @@
-// Inference-time debiasing methods applied to a loaded model for caption / ask / eval (SPEC §7; issue 8):
+// Inference-time debiasing methods applied to a loaded model for caption / ask / eval:
 //   steering vectors   forward hooks on decoder layers (Steering/), removed when the Applied scope is disposed
 //   soft prompt        a trained prompt-tuning prefix (Adapters/SoftPrompt.cs), detached on dispose
-//   prompt engineering a text prefix before every prompt (--prompt-prefix, or --fairness-instruction)
+//   prompt engineering a text prefix before every prompt (--prompt-prefix, or --fairness-instruction), in the
+//                      model's PromptFormat until dispose
 //   penalty decoding   beam search with −λ added to the log-probability of every gendered token (GenderPenalty)
 // Identity() names what is applied, so the evaluator's result cache never mixes outputs of different methods.
 using System.Globalization;
@@ -47,12 +48,12 @@ public sealed record Interventions
         if (Beams < 1) throw new BadInputException("--beams: must be at least 1");
         if (!double.IsFinite(SteerScale)) throw new BadInputException($"--steer-scale: not a number: {SteerScale}");
         if (Penalty < 0 || !double.IsFinite(Penalty)) throw new BadInputException($"--penalty: must be a number >= 0, got {Penalty}");
-        var applied = new Applied(vla);
+        var applied = new Applied(vla, vla.Prompts);
         try
         {
             if (Prefix is { } prefix)
             {
-                vla.PromptPrefix = prefix;
+                vla.Prompts = vla.Prompts with { Prefix = prefix };
                 var unknown = UnknownWords(vla, prefix);
                 if (unknown.Count > 0)
                     Log.Warning("prompt prefix: {Count} word(s) are not in the tokenizer's vocabulary and become {Unk}: {Words}",
@@ -61,7 +62,7 @@ public sealed record Interventions
             if (SoftPrompt is not null)
             {
                 applied.Soft = Adapters.SoftPrompt.Load(vla.Model, SoftPrompt);
-                applied.Soft.AttachTo(vla.Model);
+                vla.Attach(applied.Soft);
             }
             if (Steer is not null)
             {
@@ -105,8 +106,8 @@ public sealed record Interventions
         return f.Exists ? $"{f.FullName}:{f.Length}:{f.LastWriteTimeUtc.Ticks}" : path;
     }
 
-    /// <summary>What Apply installed; Dispose removes the hooks, detaches the soft prompt and clears the prefix.</summary>
-    public sealed class Applied(Vla vla) : IDisposable
+    /// <summary>What Apply installed; Dispose removes the hooks, detaches the soft prompt and gives back the prompt format it found.</summary>
+    public sealed class Applied(Vla vla, Generation.PromptFormat before) : IDisposable
     {
         internal SteeringVectors? Vectors { get; set; }
         internal SteeringScope? Hooks { get; set; }
@@ -116,9 +117,9 @@ public sealed record Interventions
         {
             Hooks?.Dispose(); Hooks = null;
             Vectors?.Dispose(); Vectors = null;
-            if (Soft is not null && ReferenceEquals(vla.Model.SoftPrompt, Soft)) vla.Model.SoftPrompt = null;
+            if (Soft is not null) vla.Detach(Soft);
             Soft?.Dispose(); Soft = null;
-            vla.PromptPrefix = null;
+            vla.Prompts = before;
         }
     }
 }

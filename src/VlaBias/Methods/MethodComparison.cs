@@ -45,8 +45,7 @@ public static class MethodComparison
         MethodRow Eval(string name, string description, string model, string? adapter, Interventions methods, long extra, double train)
         {
             progress?.Report($"evaluating {name}");
-            var vla = Vla.Load(model);
-            if (adapter is not null) LoraAdapter.Load(vla.Model, adapter);
+            var vla = Vla.Load(model, adapter);
             using var applied = methods.Apply(vla);
             var outcome = EvalRunner.Run(vla, new EvalRequest(model, adapter, suite, Path.Combine(req.Out, name), Shard.All, UseCache: false, Methods: methods));
             var row = new MethodRow(name, description, outcome.Metrics!, extra, train, (outcome.Inference ?? outcome.Elapsed).TotalSeconds);
@@ -92,7 +91,7 @@ public static class MethodComparison
         if (!skip.Contains("steer"))
         {
             progress?.Report("building steering vectors (mean-diff)");
-            var items = Manifest.Load(req.Data).Where(i => i.Split == "tune").ToList();
+            var items = Manifest.Load(req.Data).Where(i => i.Split == Split.Tune).ToList();
             var clock = Stopwatch.StartNew();
             using var v = SteeringBuilder.MeanDiff(buildVla, items, Path.GetDirectoryName(Path.GetFullPath(req.Data))!, layers, suite.CaptionPrompt);
             var file = Path.Combine(req.Out, "steer-mean-diff.safetensors");

@@ -1,11 +1,27 @@
-// Key/value cache for incremental decoding, preallocated once per generation: per layer K and V of shape
-// [B, kv_heads, capacity, D]. A forward over T new tokens writes them at columns start..start+T-1 (in place, no
-// concatenation) and attends over columns 0..start+T-1. Rows share columns: batched prompts are left-padded to one length.
+// Key/value caches for incremental decoding. The decoder layers see only IKvCache: a forward over T new tokens hands
+// each layer's K and V [B, kv_heads, T, D] to Update with the column they start at, and attends over what it returns,
+// the keys and values of columns 0..start+T-1. Rows share columns: batched prompts are left-padded to one length.
+// KvCache is the one generation uses: preallocated once per generation, written in place without autograd.
+// Another implementation can keep tensors that carry gradients (concatenating, for a prefix shared in training) or
+// share one image prefix across the rows of a batch as expanded views; the model and its layers need no change.
 using static TorchSharp.torch;
 
 namespace VlaBias.Model;
 
-public sealed class KvCache : IDisposable
+public interface IKvCache : IDisposable
+{
+    /// <summary>Rows (sequences) in the cache now.</summary>
+    long Batch { get; }
+
+    /// <summary>Stores k, v [B, kvH, T, D] of <paramref name="layer"/> at columns start.. and returns keys and values over columns 0..start+T-1.</summary>
+    (Tensor k, Tensor v) Update(int layer, Tensor k, Tensor v, long start);
+
+    /// <summary>Keeps rows <paramref name="rows"/> (beam search reordering); the batch size may change.</summary>
+    void Reorder(Tensor rows);
+}
+
+/// <summary>Per layer K and V of shape [B, kv_heads, capacity, D], preallocated, written in place under no_grad.</summary>
+public sealed class KvCache : IKvCache
 {
     private readonly Tensor[] keys, values;
 
@@ -39,7 +55,6 @@ public sealed class KvCache : IDisposable
         return (keys[layer].narrow(2, 0, start + t), values[layer].narrow(2, 0, start + t));
     }
 
-    /// <summary>Keeps rows <paramref name="rows"/> (beam search reordering); the batch size may change.</summary>
     public void Reorder(Tensor rows)
     {
         for (int i = 0; i < keys.Length; i++)

@@ -9,27 +9,27 @@ using static TorchSharp.torch;
 namespace VlaBias.Model;
 
 /// <summary>What a decoder layer needs besides its hidden states; the same for every layer of one forward.</summary>
-public sealed record DecoderContext(Tensor Cos, Tensor Sin, Tensor? Mask, KvCache? Cache, long CacheStart);
+public sealed record DecoderContext(Tensor Cos, Tensor Sin, Tensor? Mask, IKvCache? Cache, long CacheStart);
 
 /// <summary>Input of a decoder layer or its attention (a record so hooks on <c>.call()</c> still see one argument).</summary>
 public sealed record DecoderInput(Tensor Hidden, DecoderContext Context);
 
 public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
 {
-    // nn.Module rather than Linear and not readonly: LoRA adapters swap these children (Adapters/LoraAdapter.cs).
+    // nn.Module rather than KernelLinear and not readonly: LoRA adapters swap these children (Adapters/LoraAdapter.cs).
     private nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     private readonly int heads, kvHeads, headDim, layerIndex;
 
-    public LlamaAttention(TextConfig c, int layerIndex) : base(nameof(LlamaAttention))
+    public LlamaAttention(TextConfig c, int layerIndex, LinearKernels kernels) : base(nameof(LlamaAttention))
     {
         heads = c.NumAttentionHeads;
         kvHeads = c.NumKeyValueHeads;
         headDim = c.HeadDim;
         this.layerIndex = layerIndex;
-        q_proj = nn.Linear(c.HiddenSize, heads * headDim, hasBias: c.AttentionBias);
-        k_proj = nn.Linear(c.HiddenSize, kvHeads * headDim, hasBias: c.AttentionBias);
-        v_proj = nn.Linear(c.HiddenSize, kvHeads * headDim, hasBias: c.AttentionBias);
-        o_proj = nn.Linear(heads * headDim, c.HiddenSize, hasBias: false);
+        q_proj = new KernelLinear(c.HiddenSize, heads * headDim, c.AttentionBias, kernels);
+        k_proj = new KernelLinear(c.HiddenSize, kvHeads * headDim, c.AttentionBias, kernels);
+        v_proj = new KernelLinear(c.HiddenSize, kvHeads * headDim, c.AttentionBias, kernels);
+        o_proj = new KernelLinear(heads * headDim, c.HiddenSize, false, kernels);
         RegisterComponents();
     }
 
@@ -38,9 +38,9 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
         using var scope = NewDisposeScope();
         var (x, ctx) = input;
         long b = x.shape[0], t = x.shape[1];
-        var q = SmallLinear.Call(q_proj, x).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, D)
-        var k = SmallLinear.Call(k_proj, x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, kvH, T, D)
-        var v = SmallLinear.Call(v_proj, x).view(b, t, kvHeads, headDim).transpose(1, 2);
+        var q = q_proj.call(x).view(b, t, heads, headDim).transpose(1, 2);     // (B, H, T, D)
+        var k = k_proj.call(x).view(b, t, kvHeads, headDim).transpose(1, 2);   // (B, kvH, T, D)
+        var v = v_proj.call(x).view(b, t, kvHeads, headDim).transpose(1, 2);
         q = RotaryEmbedding.Apply(q, ctx.Cos, ctx.Sin);
         k = RotaryEmbedding.Apply(k, ctx.Cos, ctx.Sin);
         if (ctx.Cache is not null) (k, v) = ctx.Cache.Update(layerIndex, k, v, ctx.CacheStart); // (B, kvH, S, D)
@@ -64,7 +64,7 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
             ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
             : nn.functional.scaled_dot_product_attention(q, k, v, ctx.Mask);
         o = o.reshape(b, heads, t, headDim); // grouped rows read back as heads (a view); otherwise already this shape
-        return SmallLinear.Call(o_proj, o.transpose(1, 2).reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
+        return o_proj.call(o.transpose(1, 2).reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
     }
 }
 
@@ -74,11 +74,11 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     private nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj; // swapped by LoRA adapters
     private readonly Func<Tensor, Tensor> act;
 
-    public LlamaMlp(TextConfig c) : base(nameof(LlamaMlp))
+    public LlamaMlp(TextConfig c, LinearKernels kernels) : base(nameof(LlamaMlp))
     {
-        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false);
-        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false);
-        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false);
+        gate_proj = new KernelLinear(c.HiddenSize, c.IntermediateSize, false, kernels);
+        up_proj = new KernelLinear(c.HiddenSize, c.IntermediateSize, false, kernels);
+        down_proj = new KernelLinear(c.IntermediateSize, c.HiddenSize, false, kernels);
         RegisterComponents();
         act = Activations.Get(c.HiddenAct);
     }
@@ -86,7 +86,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return SmallLinear.Call(down_proj, act(SmallLinear.Call(gate_proj, x)) * SmallLinear.Call(up_proj, x)).MoveToOuterDisposeScope();
+        return down_proj.call(act(gate_proj.call(x)) * up_proj.call(x)).MoveToOuterDisposeScope();
     }
 }
 
@@ -97,12 +97,12 @@ public sealed class LlamaDecoderLayer : nn.Module<DecoderInput, Tensor>
     private readonly LlamaAttention self_attn;
     private readonly LlamaMlp mlp;
 
-    public LlamaDecoderLayer(TextConfig c, int index) : base(nameof(LlamaDecoderLayer))
+    public LlamaDecoderLayer(TextConfig c, int index, LinearKernels kernels) : base(nameof(LlamaDecoderLayer))
     {
         input_layernorm = new RMSNorm(c.HiddenSize, c.RmsNormEps);
-        self_attn = new LlamaAttention(c, index);
+        self_attn = new LlamaAttention(c, index, kernels);
         post_attention_layernorm = new RMSNorm(c.HiddenSize, c.RmsNormEps);
-        mlp = new LlamaMlp(c);
+        mlp = new LlamaMlp(c, kernels);
         RegisterComponents();
     }
 
@@ -124,10 +124,10 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
     private readonly RMSNorm norm;
     private readonly RotaryEmbedding rotary;
 
-    public LlamaModel(TextConfig c) : base(nameof(LlamaModel))
+    public LlamaModel(TextConfig c, LinearKernels kernels) : base(nameof(LlamaModel))
     {
         embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize);
-        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new LlamaDecoderLayer(c, i)).ToArray());
+        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new LlamaDecoderLayer(c, i, kernels)).ToArray());
         norm = new RMSNorm(c.HiddenSize, c.RmsNormEps);
         RegisterComponents();
         rotary = new RotaryEmbedding(c.HeadDim, c.RopeTheta);
@@ -142,7 +142,7 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
     /// inputs_embeds [B, T, C] → final hidden states [B, T, C]. <paramref name="keyMask"/> [B, start+T] marks real
     /// tokens (1) and padding (0) over everything seen so far; positions default to the count of real tokens before each.
     /// </summary>
-    public Tensor Forward(Tensor embeds, Tensor? keyMask, Tensor? positions, KvCache? cache, long start)
+    public Tensor Forward(Tensor embeds, Tensor? keyMask, Tensor? positions, IKvCache? cache, long start)
     {
         using var scope = NewDisposeScope();
         long b = embeds.shape[0], t = embeds.shape[1];
@@ -163,18 +163,18 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
 public sealed class CausalLm : nn.Module<Tensor, Tensor>
 {
     private readonly LlamaModel model;
-    private readonly Linear lm_head;
+    private readonly KernelLinear lm_head;
 
-    public CausalLm(TextConfig c) : base(nameof(CausalLm))
+    public CausalLm(TextConfig c, LinearKernels kernels) : base(nameof(CausalLm))
     {
-        model = new LlamaModel(c);
-        lm_head = nn.Linear(c.HiddenSize, c.VocabSize, hasBias: false);
-        if (c.TieWordEmbeddings) lm_head.weight = model.EmbedTokens.weight;
+        model = new LlamaModel(c, kernels);
+        lm_head = new KernelLinear(c.HiddenSize, c.VocabSize, false, kernels);
+        if (c.TieWordEmbeddings) lm_head.weight = model.EmbedTokens.weight!;
         RegisterComponents();
     }
 
     public LlamaModel Model => model;
-    public Linear LmHead => lm_head;
+    public KernelLinear LmHead => lm_head;
 
     public override Tensor forward(Tensor inputIds) => lm_head.call(model.call(inputIds));
 }

@@ -1,5 +1,5 @@
-// Configuration of a LLaVA-family checkpoint, read from config.json in the Hugging Face LlavaConfig shape
-// (SPEC §3.2). Field names are Hugging Face's, so a real checkpoint's config.json loads as is. Defaults follow the
+// Configuration of a LLaVA-family checkpoint, read from config.json in the Hugging Face LlavaConfig shape.
+// Field names are Hugging Face's, so a real checkpoint's config.json loads as is. Defaults follow the
 // Hugging Face config classes where a field is optional there; fields without a sensible default are required and a
 // missing one is a BadInputException naming the file and the field. Unknown fields are ignored.
 using System.Text.Json;
@@ -53,8 +53,12 @@ public sealed record LlavaConfig(
     bool ProjectorBias,
     string? TorchDtype)
 {
-    /// <summary>How many image-token positions one image occupies in the language model's input.</summary>
-    public int ImageSeqLength => Vision.NumPatches + (VisionFeatureSelectStrategy == "full" && !Vision.IsSiglip ? 1 : 0);
+    /// <summary>
+    /// How many image features one image gives, so how many image-token positions it occupies: the tower's positions
+    /// (patches, plus CLS for CLIP; SigLIP has none) less the first one for strategy "default", which drops it whatever
+    /// it is, as Hugging Face's LlavaModel does (a SigLIP tower with "default" gives patches − 1).
+    /// </summary>
+    public int ImageSeqLength => Vision.NumPatches + (Vision.IsSiglip ? 0 : 1) - (VisionFeatureSelectStrategy == "default" ? 1 : 0);
 
     public static LlavaConfig Load(string path)
     {

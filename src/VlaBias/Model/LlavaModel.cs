@@ -1,7 +1,8 @@
-// LlavaForConditionalGeneration (SPEC §3.1): pixel_values → vision_tower → hidden state of vision_feature_layer
-// (CLS dropped for strategy "default") → multi_modal_projector → image embeddings, written into the token embeddings
-// at the image-token positions (one image token per image-feature position, Hugging Face's current convention) →
-// language_model → logits. The same class serves tiny-base and a 7B checkpoint.
+// LlavaForConditionalGeneration: pixel_values → vision_tower → hidden state of vision_feature_layer (CLS dropped for
+// strategy "default") → multi_modal_projector → image embeddings, written into the token embeddings at the
+// image-token positions (one image token per image-feature position, Hugging Face's current convention) →
+// language_model → logits. One entry point, forward(ModelInput) → ModelOutput (ModelInput.cs); ImageFeatures computes
+// image embeddings ahead when many prompts share an image. The same class serves tiny-base and a 7B checkpoint.
 using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,8 +10,11 @@ using VlaBias.Weights;
 
 namespace VlaBias.Model;
 
-public sealed class LlavaModel : nn.Module<Tensor, Tensor>
+public sealed class LlavaModel : nn.Module<ModelInput, ModelOutput>
 {
+    /// <summary>The token id of a soft-prompt position: negative, so it never reaches the embedding table.</summary>
+    public const long VirtualTokenId = -7;
+
     private readonly VisionTower vision_tower;
     private readonly MultiModalProjector multi_modal_projector;
     private readonly CausalLm language_model;
@@ -18,19 +22,20 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
     public LlavaModel(LlavaConfig config) : base("LlavaForConditionalGeneration")
     {
         Config = config;
+        Kernels = new LinearKernels();
         vision_tower = new VisionTower(config.Vision);
-        multi_modal_projector = new MultiModalProjector(config);
-        language_model = new CausalLm(config.Text);
+        multi_modal_projector = new MultiModalProjector(config, Kernels);
+        language_model = new CausalLm(config.Text, Kernels);
         RegisterComponents();
     }
 
     public LlavaConfig Config { get; }
     public CausalLm LanguageModel => language_model;
-    public ScalarType DType => language_model.LmHead.weight!.dtype;
-    public Device Device => language_model.LmHead.weight!.device;
+    public ScalarType DType => language_model.LmHead.weight.dtype;
+    public Device Device => language_model.LmHead.weight.device;
 
-    /// <summary>A prompt-tuning prefix written over marker positions by <see cref="Embed"/> (Adapters/SoftPrompt.cs); null = none.</summary>
-    public Adapters.SoftPrompt? SoftPrompt { get; set; }
+    /// <summary>The kernel choice of the language model's and projector's linear layers, with the decode-mode scope.</summary>
+    public LinearKernels Kernels { get; }
 
     /// <summary>Image embeddings [B_img, N, C_text] for pixel_values [B_img, 3, H, W].</summary>
     public Tensor ImageFeatures(Tensor pixels)
@@ -41,15 +46,38 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
         return multi_modal_projector.call(h).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Token embeddings [B, T, C] with image features written over the image-token positions.</summary>
-    public Tensor Embed(Tensor inputIds, Tensor? pixels, Tensor? imageFeatures = null)
+    public override ModelOutput forward(ModelInput input)
+    {
+        if (input.Labels is not null && input.Logits != LogitsMode.All)
+            throw new ArgumentException("labels need the logits of every position (LogitsMode.All)", nameof(input));
+        using var scope = NewDisposeScope();
+        var embeds = input.InputsEmbeds
+            ?? Embed(input.InputIds ?? throw new ArgumentException("give InputIds or InputsEmbeds", nameof(input)), input.Pixels, input.ImageFeatures, input.VirtualTokens);
+        var h = language_model.Model.Forward(embeds, input.Mask?.to(Device), input.Positions?.to(Device), input.Cache, input.Start);
+        var logits = input.Logits switch
+        {
+            LogitsMode.All => language_model.LmHead.call(h),
+            LogitsMode.Last => language_model.LmHead.call(h.select(1, -1)).unsqueeze(1),
+            _ => null,
+        };
+        // Mean cross-entropy over scored positions, computed in fp32 whatever the model's dtype.
+        var loss = input.Labels is null ? null
+            : nn.functional.cross_entropy(logits!.reshape(-1, logits.shape[^1]).to_type(ScalarType.Float32), input.Labels.to(Device).reshape(-1), ignore_index: Batch.IgnoreIndex);
+        return new ModelOutput(h.MoveToOuterDisposeScope(), logits?.MoveToOuterDisposeScope(), loss?.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Token embeddings [B, T, C] with image features written over the image-token positions (row-major, one image
+    /// token per feature position) and soft-prompt rows over the VirtualTokenId positions.
+    /// </summary>
+    private Tensor Embed(Tensor inputIds, Tensor? pixels, Tensor? imageFeatures, Tensor? virtualTokens)
     {
         using var scope = NewDisposeScope();
         inputIds = inputIds.to(Device);
-        bool hasPrefix = SoftPrompt is not null && inputIds.shape[1] > 1;
-        var lookup = hasPrefix ? inputIds.masked_fill(inputIds.eq(Adapters.SoftPrompt.MarkerId), 0) : inputIds;
+        var isVirtual = virtualTokens is null ? null : inputIds.eq(VirtualTokenId);
+        var lookup = isVirtual is null ? inputIds : inputIds.masked_fill(isVirtual, 0);
         var embeds = language_model.Model.EmbedTokens.call(lookup);
-        if (hasPrefix) embeds = SoftPrompt!.Write(inputIds, embeds);
+        if (isVirtual is not null) embeds = WriteVirtualTokens(isVirtual, embeds, virtualTokens!);
         if (pixels is null && imageFeatures is null) return embeds.MoveToOuterDisposeScope();
         var feats = imageFeatures ?? ImageFeatures(pixels!);
         var isImage = inputIds.eq(Config.ImageTokenIndex);
@@ -60,34 +88,19 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
         return embeds.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Logits [B, T, V] for input ids [B, T] (with image tokens) and optional pixel values.</summary>
-    public Tensor Forward(Tensor inputIds, Tensor? pixels, Tensor? keyMask = null, Tensor? positions = null, KvCache? cache = null, long start = 0)
-        => ForwardEmbeds(Embed(inputIds, pixels), keyMask, positions, cache, start);
-
-    public Tensor ForwardEmbeds(Tensor embeds, Tensor? keyMask = null, Tensor? positions = null, KvCache? cache = null, long start = 0)
+    /// <summary>embeds [B, T, C] with the rows [N, C] written over each row's N VirtualTokenId positions.</summary>
+    private static Tensor WriteVirtualTokens(Tensor isVirtual, Tensor embeds, Tensor rows)
     {
-        using var scope = NewDisposeScope();
-        var h = language_model.Model.Forward(embeds, keyMask?.to(Device), positions?.to(Device), cache, start);
-        return SmallLinear.Call(language_model.LmHead, h).MoveToOuterDisposeScope();
+        long slots = isVirtual.sum().ToInt64(), batch = isVirtual.shape[0];
+        if (slots == 0) return embeds;
+        if (slots != batch * rows.shape[0]) throw new BadInputException($"soft prompt: the batch has {slots} prefix positions, expected {rows.shape[0]} per row");
+        var src = rows.to_type(embeds.dtype).repeat(batch, 1);
+        return embeds.masked_scatter(isVirtual.unsqueeze(-1).expand_as(embeds), src);
     }
 
-    /// <summary>Final hidden states (before lm_head), for objectives that only need some positions' logits.</summary>
-    public Tensor Hidden(Tensor embeds, Tensor? keyMask = null, Tensor? positions = null, KvCache? cache = null, long start = 0)
-        => language_model.Model.Forward(embeds, keyMask?.to(Device), positions?.to(Device), cache, start);
-
-    public Tensor Logits(Tensor hidden) => SmallLinear.Call(language_model.LmHead, hidden);
-
-    /// <summary>Logits [B, V] of the last position only: what decoding and option scoring read (lm_head runs on one row per sequence).</summary>
-    public Tensor LastLogits(Tensor embeds, Tensor? keyMask = null, Tensor? positions = null, KvCache? cache = null, long start = 0)
-    {
-        using var scope = NewDisposeScope();
-        return Logits(Hidden(embeds, keyMask, positions, cache, start).select(1, -1)).MoveToOuterDisposeScope();
-    }
-
-    public override Tensor forward(Tensor inputIds) => Forward(inputIds, null);
-
-    public KvCache NewCache(long batch, long capacity) =>
-        new(Config.Text.NumHiddenLayers, batch, Config.Text.NumKeyValueHeads, capacity, Config.Text.HeadDim, DType, Device);
+    /// <summary>A preallocated cache for <paramref name="batch"/> rows of up to <paramref name="capacity"/> positions.</summary>
+    public IKvCache NewCache(long batch, long capacity) =>
+        new KvCache(Config.Text.NumHiddenLayers, batch, Config.Text.NumKeyValueHeads, capacity, Config.Text.HeadDim, DType, Device);
 
     /// <summary>Hugging Face-style initialisation: normal(0, std) for linear, conv and embedding weights, zero biases, unit norms.</summary>
     public void InitWeights(double std = 0.02, long seed = 0)
@@ -116,7 +129,7 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
         return name;
     }
 
-    /// <summary>Builds the model described by DIR/config.json and loads DIR's safetensors weights into it.</summary>
+    /// <summary>Builds the model described by DIR/config.json and loads DIR's weights (safetensors, else PyTorch .bin) into it.</summary>
     public static LlavaModel FromPretrained(string dir, ScalarType dtype = ScalarType.Float32)
     {
         if (!Directory.Exists(dir)) throw new BadInputException($"{dir}: model folder not found");
@@ -142,7 +155,7 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
     /// Copies every tensor into the matching parameter (converting dtype, one tensor at a time, no second copy of the
     /// model). Missing, unexpected and mis-shaped tensors are reported together in one BadInputException.
     /// </summary>
-    public void LoadWeights(IReadOnlyDictionary<string, SafeTensorsFile> files, string where)
+    public void LoadWeights(IReadOnlyDictionary<string, ITensorFile> files, string where)
     {
         var parameters = state_dict();
         var problems = new List<string>();
@@ -156,10 +169,10 @@ public sealed class LlavaModel : nn.Module<Tensor, Tensor>
                 if (!IgnorableExtra(canonical)) problems.Add($"unexpected tensor '{fileName}'");
                 continue;
             }
-            var entry = file.Entries[fileName];
-            if (!entry.Shape.SequenceEqual(target.shape))
+            var shape = file.Shapes[fileName];
+            if (!shape.SequenceEqual(target.shape))
             {
-                problems.Add($"tensor '{fileName}' has shape [{string.Join(", ", entry.Shape)}], expected [{string.Join(", ", target.shape)}]");
+                problems.Add($"tensor '{fileName}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", target.shape)}]");
                 continue;
             }
             seen.Add(canonical);

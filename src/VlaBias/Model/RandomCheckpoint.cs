@@ -42,7 +42,7 @@ public static class RandomCheckpoint
         // SigLIP's preprocessing: resize to the square size (no crop), mean and std 0.5
         var pre = new PreprocessorConfig(true, null, cfg.Vision.ImageSize, cfg.Vision.ImageSize, false, cfg.Vision.ImageSize, cfg.Vision.ImageSize,
             true, 1 / 255.0, true, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], false);
-        return Finish(dir, cfg, pre, seed, std, captionPrompt);
+        return InitializeAndSave(dir, cfg, pre, seed, std, captionPrompt);
     }
 
     /// <summary>Writes a random checkpoint (weights, config, closed-vocabulary tokenizer, preprocessor) to DIR.</summary>
@@ -54,11 +54,11 @@ public static class RandomCheckpoint
         var tok = VlaTokenizer.FromFolder(dir);
         var cfg = (config ?? (v => ClipLlama(v)))(tok.VocabSize) with { ImageTokenIndex = tok.ImageTokenId };
         cfg = cfg with { Text = cfg.Text with { BosTokenId = tok.BosId, EosTokenId = tok.EosId, PadTokenId = tok.PadId } };
-        return Finish(dir, cfg, PreprocessorConfig.ForSize(cfg.Vision.ImageSize), seed, std, captionPrompt);
+        return InitializeAndSave(dir, cfg, PreprocessorConfig.ForSize(cfg.Vision.ImageSize), seed, std, captionPrompt);
     }
 
     /// <summary>Initialises a model of <paramref name="cfg"/>, saves it with its preprocessor config, and records the caption prompt in tokenizer_config.json.</summary>
-    private static LlavaModel Finish(string dir, LlavaConfig cfg, PreprocessorConfig pre, long seed, double std, string captionPrompt)
+    private static LlavaModel InitializeAndSave(string dir, LlavaConfig cfg, PreprocessorConfig pre, long seed, double std, string captionPrompt)
     {
         TorchSharp.torch.manual_seed(seed);
         var model = new LlavaModel(cfg);

@@ -1,4 +1,4 @@
-// A tiny fork-join pool for SmallLinear in decode mode: the calling thread plus dedicated workers that spin for a
+// A tiny fork-join pool for the small-row kernel in decode mode (LinearKernels): the calling thread plus dedicated workers that spin for a
 // short while between jobs before they block (as OpenMP's threads do). A decode step calls the kernel ~60 times, each
 // call 50–500 µs; waking .NET thread-pool threads for each (Parallel.For) costs a good part of what the second core
 // gives back. A job that finds the pool busy (another thread is using it) runs on its caller alone.

@@ -1,7 +1,9 @@
 // The ViT image encoder of a LLaVA model: CLIP (class token, pre-layernorm, quick_gelu) or SigLIP (no class token,
 // no pre-layernorm, tanh-gelu). pixel_values [B, 3, H, W] → patch embeddings [B, N(+1), C] → encoder layers →
 // the hidden state of layer vision_feature_layer, which the projector turns into image embeddings.
-// Parameter names are Hugging Face's (vision_tower.vision_model.embeddings.patch_embedding.weight, …).
+// Parameter names are Hugging Face's (vision_tower.vision_model.embeddings.patch_embedding.weight, …). The encoder's
+// linears run on every patch of every image (tens to hundreds of rows), where libtorch is the faster kernel
+// (LinearKernels.LibtorchOnly); the projector's take the model's kernel choice.
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -17,10 +19,10 @@ public sealed class VisionAttention : nn.Module<Tensor, Tensor>
     {
         heads = c.NumAttentionHeads;
         headDim = c.HeadDim;
-        q_proj = nn.Linear(c.HiddenSize, c.HiddenSize);
-        k_proj = nn.Linear(c.HiddenSize, c.HiddenSize);
-        v_proj = nn.Linear(c.HiddenSize, c.HiddenSize);
-        out_proj = nn.Linear(c.HiddenSize, c.HiddenSize);
+        q_proj = new KernelLinear(c.HiddenSize, c.HiddenSize, true, LinearKernels.LibtorchOnly);
+        k_proj = new KernelLinear(c.HiddenSize, c.HiddenSize, true, LinearKernels.LibtorchOnly);
+        v_proj = new KernelLinear(c.HiddenSize, c.HiddenSize, true, LinearKernels.LibtorchOnly);
+        out_proj = new KernelLinear(c.HiddenSize, c.HiddenSize, true, LinearKernels.LibtorchOnly);
         RegisterComponents();
     }
 
@@ -43,8 +45,8 @@ public sealed class VisionMlp : nn.Module<Tensor, Tensor>
 
     public VisionMlp(VisionConfig c) : base(nameof(VisionMlp))
     {
-        fc1 = nn.Linear(c.HiddenSize, c.IntermediateSize);
-        fc2 = nn.Linear(c.IntermediateSize, c.HiddenSize);
+        fc1 = new KernelLinear(c.HiddenSize, c.IntermediateSize, true, LinearKernels.LibtorchOnly);
+        fc2 = new KernelLinear(c.IntermediateSize, c.HiddenSize, true, LinearKernels.LibtorchOnly);
         RegisterComponents();
         act = Activations.Get(c.HiddenAct);
     }
@@ -186,10 +188,10 @@ public sealed class MultiModalProjector : nn.Module<Tensor, Tensor>
     private nn.Module<Tensor, Tensor> linear_1, linear_2; // swapped by LoRA adapters
     private readonly Func<Tensor, Tensor> act;
 
-    public MultiModalProjector(LlavaConfig c) : base(nameof(MultiModalProjector))
+    public MultiModalProjector(LlavaConfig c, LinearKernels kernels) : base(nameof(MultiModalProjector))
     {
-        linear_1 = nn.Linear(c.Vision.HiddenSize, c.Text.HiddenSize, hasBias: c.ProjectorBias);
-        linear_2 = nn.Linear(c.Text.HiddenSize, c.Text.HiddenSize, hasBias: c.ProjectorBias);
+        linear_1 = new KernelLinear(c.Vision.HiddenSize, c.Text.HiddenSize, c.ProjectorBias, kernels);
+        linear_2 = new KernelLinear(c.Text.HiddenSize, c.Text.HiddenSize, c.ProjectorBias, kernels);
         RegisterComponents();
         act = Activations.Get(c.ProjectorHiddenAct);
     }
@@ -197,6 +199,6 @@ public sealed class MultiModalProjector : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return SmallLinear.Call(linear_2, act(SmallLinear.Call(linear_1, x))).MoveToOuterDisposeScope();
+        return linear_2.call(act(linear_1.call(x))).MoveToOuterDisposeScope();
     }
 }

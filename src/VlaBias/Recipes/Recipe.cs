@@ -1,4 +1,4 @@
-// Recipes (SPEC §2): flat YAML files naming every option of a run ("lr: 1e-4"). A recipe is read once, at the edge;
+// Recipes: flat YAML files naming every option of a run ("lr: 1e-4"). A recipe is read once, at the edge;
 // command-line options override its values; keys nobody asked for are an error naming the file and the key, so a
 // typo never silently falls back to a default. The resolved values are written beside the run's outputs.
 using System.Globalization;
@@ -20,6 +20,7 @@ public sealed class Recipe
 
     public static Recipe Load(string path)
     {
+        path = Assets.Resolve(path);
         if (!File.Exists(path)) throw new BadInputException($"{path}: recipe not found");
         var r = new Recipe(path);
         var yaml = new YamlStream();

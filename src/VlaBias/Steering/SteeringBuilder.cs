@@ -1,4 +1,4 @@
-// Builds steering vectors (research notes §6) from residual-stream activations: the output of each chosen decoder
+// Builds steering vectors (SteeringVectors.cs) from residual-stream activations: the output of each chosen decoder
 // layer at the LAST PROMPT POSITION (the token after which the answer or caption starts; prompts are left-padded, so it
 // is column −1). That position has attended to the image and the whole instruction, and it is where the first output
 // token is decided; the hooks then act on every position of the forward.
@@ -15,7 +15,8 @@ using TorchSharp;
 using VlaBias.Data;
 using VlaBias.Evaluation;
 using VlaBias.Generation;
-using VlaBias.Training;
+using VlaBias.Images;
+using VlaBias.Model;
 using static TorchSharp.torch;
 
 namespace VlaBias.Steering;
@@ -28,7 +29,7 @@ public static class SteeringBuilder
     public static SteeringVectors MeanDiff(Vla vla, IReadOnlyList<ManifestItem> items, string manifestDir, IReadOnlyList<int> layers, string captionPrompt, int batchSize = 64)
     {
         var pairs = items.Where(i => i.Pair is not null).GroupBy(i => i.Pair!)
-            .Select(g => (man: g.FirstOrDefault(x => x.Attributes.Gender == "man"), woman: g.FirstOrDefault(x => x.Attributes.Gender == "woman")))
+            .Select(g => (man: g.FirstOrDefault(x => x.Attributes.Gender == Gender.Man), woman: g.FirstOrDefault(x => x.Attributes.Gender == Gender.Woman)))
             .Where(p => p.man is not null && p.woman is not null).OrderBy(p => p.man!.Id, StringComparer.Ordinal).ToList();
         if (pairs.Count == 0) throw new BadInputException("steer build: the data has no counterfactual pairs (items sharing 'pair' with genders man and woman)");
         var bankItems = pairs.SelectMany(p => new[] { p.man!, p.woman! }).ToList();
@@ -39,7 +40,7 @@ public static class SteeringBuilder
         for (int p = 0; p < pairs.Count; p++)
         {
             var prompts = new List<string> { captionPrompt };
-            prompts.AddRange(pairs[p].man!.Questions.Where(q => q.Kind == "probe" && q.AttributeSplit != "test" && (q.Options is null || !q.Options.Contains("unknown"))).Select(q => q.Q));
+            prompts.AddRange(pairs[p].man!.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && (q.Options is null || !q.Options.Contains("unknown"))).Select(q => q.Q));
             foreach (var prompt in prompts)
             {
                 var ids = vla.PromptIds(prompt);
@@ -54,7 +55,7 @@ public static class SteeringBuilder
                 var chunk = rows.Skip(start).Take(batchSize - batchSize % 2).ToList();
                 var feats = features.index_select(0, tensor(chunk.Select(r => (long)r.image).ToArray()));
                 using var batch = vla.Batch(chunk.Select(r => r.prompt).ToList(), null, feats);
-                var acts = LastPosition(vla, layers, () => vla.Model.Hidden(vla.Model.Embed(batch.InputIds, null, batch.Features), batch.Mask));
+                var acts = LastPosition(vla, layers, () => vla.Model.call(batch.Input(LogitsMode.None)));
                 foreach (var (l, a) in acts)
                 {
                     var view = a.view(-1, 2, a.shape[1]);
@@ -98,10 +99,10 @@ public static class SteeringBuilder
             using (var scope = NewDisposeScope())
             {
                 var f = f0.detach().clone().requires_grad_(true);
-                using var sb = Sequences.Build(vla, captions.Select(c => (prompt, c)).ToList(), null);
-                var logp = vla.Model.ForwardEmbeds(vla.Model.Embed(sb.InputIds, null, f), sb.Mask).to_type(ScalarType.Float32).log_softmax(-1);
+                using var sb = vla.TeacherForced(captions.Select(c => (prompt, c)).ToList());
+                var logp = vla.Model.call(sb.Input() with { ImageFeatures = f, Labels = null }).Logits!.to_type(ScalarType.Float32).log_softmax(-1);
                 var gendered = logp.index_select(2, tensor(genderIds)).logsumexp(-1);      // (B, L): log Σ p(gendered)
-                var scored = sb.Labels.ne(Sequences.IgnoreIndex).to_type(ScalarType.Float32);
+                var scored = sb.Labels!.ne(Batch.IgnoreIndex).to_type(ScalarType.Float32);
                 var loss = (gendered * scored).sum() / scored.sum().clamp_min(1);
                 lossBefore = loss.ToDouble();
                 loss.backward();
@@ -117,9 +118,9 @@ public static class SteeringBuilder
             using (var scope = NewDisposeScope())
             {
                 using var b0 = vla.Batch(Enumerable.Repeat(prompt, images).ToList(), null, f0.clone());
-                var a0 = LastPosition(vla, layers, () => vla.Model.Hidden(vla.Model.Embed(b0.InputIds, null, b0.Features), b0.Mask));
+                var a0 = LastPosition(vla, layers, () => vla.Model.call(b0.Input(LogitsMode.None)));
                 using var b1 = vla.Batch(Enumerable.Repeat(prompt, images).ToList(), null, f1.clone());
-                var a1 = LastPosition(vla, layers, () => vla.Model.Hidden(vla.Model.Embed(b1.InputIds, null, b1.Features), b1.Mask));
+                var a1 = LastPosition(vla, layers, () => vla.Model.call(b1.Input(LogitsMode.None)));
                 vectors = layers.ToDictionary(l => l, l => (a0[l] - a1[l]).mean([0]).DetachFromDisposeScope());
             }
             return new SteeringVectors(vectors, new Dictionary<string, string>
@@ -135,23 +136,27 @@ public static class SteeringBuilder
     }
 
     /// <summary>Runs <paramref name="forward"/> with capture hooks: layer → its output at the last position [B, C] (float32).</summary>
-    public static Dictionary<int, Tensor> LastPosition(Vla vla, IReadOnlyList<int> layers, Func<Tensor> forward)
+    public static Dictionary<int, Tensor> LastPosition(Vla vla, IReadOnlyList<int> layers, Action forward)
     {
         var decoder = vla.Model.LanguageModel.Model.Layers;
         var captured = new Dictionary<int, Tensor>();
         var removers = new List<Action>();
+        // The hooks run deep inside the forward's own dispose scopes: what they capture moves to this scope, which
+        // hands it to the caller's.
+        using var holder = NewDisposeScope();
         foreach (var l in layers)
         {
             if (l < 0 || l >= decoder.Count) throw new BadInputException($"--layers: layer {l} does not exist (the model has layers 0..{decoder.Count - 1})");
             var handle = decoder[l].register_forward_hook((_, _, output) =>
             {
-                captured[l] = output.select(1, -1).to_type(ScalarType.Float32).detach().clone().MoveToOuterDisposeScope();
+                captured[l] = output.select(1, -1).to_type(ScalarType.Float32).detach().clone().MoveToOtherDisposeScope(holder);
                 return output;
             });
             removers.Add(() => handle.remove());
         }
         try { forward(); }
         finally { foreach (var remove in removers) remove(); }
+        holder.MoveToOuter(captured.Values);
         return captured;
     }
 

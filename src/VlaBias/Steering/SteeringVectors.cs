@@ -1,4 +1,4 @@
-// Steering vectors (research notes §6, Ratzlaff et al.): one direction [hidden] per decoder layer, acting on the
+// Steering vectors (Ratzlaff et al.): one direction [hidden] per decoder layer, acting on the
 // residual stream (the output of LlamaDecoderLayer) through forward hooks while a SteeringScope is alive.
 //   remove: h ← h − s·(h·v̂)v̂   (s = 1 projects the direction out exactly; v's sign does not matter)
 //   add:    h ← h + s·v        (v as stored: mean-diff vectors point man − woman, gradient vectors towards gendered words)

@@ -1,5 +1,5 @@
-// `vlatune pretrain` (SPEC §2, §5.2): trains a LLaVA-architecture model from scratch on a manifest's `pretrain`
-// split — captions and question answering — the way checkpoints/tiny-base is made. Data flow: manifest → ImageBank
+// `vlatune pretrain`: trains a LLaVA-architecture model from scratch on a manifest's `pretrain` split — captions
+// and question answering — the way checkpoints/tiny-base is made (checkpoints/tiny-base/MODEL_CARD.md). Data flow: manifest → ImageBank
 // (images decoded once) + tokenized (prompt, target) examples → shuffled batches per epoch (seeded) → AdamW with
 // warmup + cosine → atomic checkpoints in OUT/_checkpoint (resume continues at the saved step with the same data
 // order) → final HF-layout checkpoint in OUT (weights, config, tokenizer, preprocessor config).
@@ -52,8 +52,8 @@ public static class Pretrainer
         var clock = Stopwatch.StartNew();
         var items = Manifest.Load(cfg.Data);
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(cfg.Data))!;
-        var train = items.Where(i => i.Split == "pretrain").ToList();
-        var val = items.Where(i => i.Split == "val").Take(cfg.EvalItems).ToList();
+        var train = items.Where(i => i.Split == Split.Pretrain).ToList();
+        var val = items.Where(i => i.Split == Split.Val).Take(cfg.EvalItems).ToList();
         if (train.Count == 0) throw new BadInputException($"{cfg.Data}: no items with split 'pretrain'");
 
         // Closed vocabulary: every word of the world plus every word of the manifest's texts.
@@ -122,9 +122,8 @@ public static class Pretrainer
             double lossValue;
             using (var scope = NewDisposeScope())
             {
-                using var batch = Sequences.Build(vla, rows.Select(r => (r.prompt, r.target)).ToList(), bank.Select(rows.Select(r => r.image).ToList()));
-                var logits = model.Forward(batch.InputIds, batch.Pixels, batch.Mask);
-                var loss = Sequences.CrossEntropy(logits, batch.Labels);
+                using var batch = vla.TeacherForced(rows.Select(r => (r.prompt, r.target)).ToList(), bank.Select(rows.Select(r => r.image).ToList()));
+                var loss = model.call(batch.Input()).Loss!;
                 lossValue = loss.ToDouble();
                 if (!double.IsFinite(lossValue))
                     throw new InvalidOperationException($"pretrain: loss is {lossValue} at step {step}; the last good checkpoint is in {ckpt}");
@@ -171,7 +170,7 @@ public static class Pretrainer
                 var outs = gen.Generate(b, Generation.GenerationOptions.Greedy(16));
                 for (int k = 0; k < idx.Count; k++) { capN++; if (bank.Items[idx[k]].Captions.Contains(outs[k].Text)) capOk++; }
             }
-            var facts = idx.SelectMany(i => bank.Items[i].Questions.Where(q => q.Kind == "fact" && q.A is not null).Select(q => (i, q))).ToList();
+            var facts = idx.SelectMany(i => bank.Items[i].Questions.Where(q => q.Kind == QuestionKind.Fact && q.A is not null).Select(q => (i, q))).ToList();
             if (facts.Count == 0) continue;
             using var fpx = bank.Select(facts.Select(f => f.i).ToList());
             using var fb = vla.Batch(facts.Select(f => vla.PromptIds(f.q.Q)).ToList(), [.. fpx.unbind(0)]);
@@ -199,52 +198,5 @@ public static class Pretrainer
         var p = Enumerable.Range(0, n).ToArray();
         rng.Shuffle(p);
         return p;
-    }
-}
-
-/// <summary>
-/// A resumable training checkpoint: trainable weights, optimizer state and a small JSON state, written into a fresh
-/// folder and swapped in with renames, so a kill at any moment leaves the previous complete checkpoint.
-/// </summary>
-public static class TrainingCheckpoint
-{
-    public sealed record State(long Step, double Loss, JsonObject? Extra = null);
-
-    public static bool Exists(string dir) => File.Exists(Path.Combine(dir, "state.json")) || File.Exists(Path.Combine(dir + ".old", "state.json"));
-
-    public static void Save(string dir, nn.Module model, TorchSharp.Modules.OptimizerHelper opt, State state, IReadOnlyDictionary<string, Tensor>? weights = null)
-    {
-        string tmp = dir + ".tmp";
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-        Directory.CreateDirectory(tmp);
-        var tensors = weights ?? model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
-        Weights.SafeTensors.Save(Path.Combine(tmp, "weights.safetensors"), tensors);
-        using (var f = File.Create(Path.Combine(tmp, "optimizer.bin")))
-        using (var w = new BinaryWriter(f)) opt.save_state_dict(w);
-        var json = new JsonObject { ["step"] = state.Step, ["loss"] = double.IsFinite(state.Loss) ? state.Loss : null, ["extra"] = state.Extra?.DeepClone() };
-        File.WriteAllText(Path.Combine(tmp, "state.json"), json.ToJsonString(JsonFormat.Pretty));
-        string old = dir + ".old";
-        if (Directory.Exists(old)) Directory.Delete(old, true);
-        if (Directory.Exists(dir)) Directory.Move(dir, old);
-        Directory.Move(tmp, dir);
-        if (Directory.Exists(old)) Directory.Delete(old, true);
-    }
-
-    /// <param name="targets">Where the checkpoint's tensors go (default: the model's state dict, by name).</param>
-    public static State Load(string dir, nn.Module model, TorchSharp.Modules.OptimizerHelper opt, IReadOnlyDictionary<string, Tensor>? targets = null)
-    {
-        if (!File.Exists(Path.Combine(dir, "state.json")) && File.Exists(Path.Combine(dir + ".old", "state.json"))) dir += ".old";
-        var state = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "state.json")))!;
-        var sd = targets ?? model.state_dict();
-        using (var file = Weights.SafeTensorsFile.Open(Path.Combine(dir, "weights.safetensors")))
-        using (no_grad())
-            foreach (var name in file.Entries.Keys)
-            {
-                if (!sd.TryGetValue(name, out var target)) throw new BadInputException($"{dir}: checkpoint tensor '{name}' is not in the model");
-                file.ReadInto(name, target);
-            }
-        using (var f = File.OpenRead(Path.Combine(dir, "optimizer.bin")))
-        using (var r = new BinaryReader(f)) opt.load_state_dict(r);
-        return new State(state["step"]!.GetValue<long>(), state["loss"]?.GetValue<double>() ?? double.NaN, state["extra"] as JsonObject);
     }
 }

@@ -1,4 +1,4 @@
-// Every option of a debiasing run (SPEC §6), read from a recipe (recipes/default.yaml for bare `vlatune`) with the
+// Every option of a debiasing run (README: "What the main command does"), read from a recipe (recipes/default.yaml for bare `vlatune`) with the
 // command line winning. Names are the recipe keys; the CLI spells them in kebab case (--lora-r, --eval-every ...).
 using VlaBias.Adapters;
 using VlaBias.Recipes;
@@ -12,7 +12,7 @@ public sealed record TuneConfig(
     int PairsPerStep, int ProbesPerPair, int RetainPerStep,
     int LoraR, double LoraAlpha, double LoraDropout, IReadOnlyList<string> TargetModules, bool UseRsLora, bool LoraVision, bool LoraProjector,
     double Threshold, int MaxSteps, int EvalEvery, double MaxAccuracyDrop, string StopRule, int EmaPatience,
-    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "f32", string Method = "lora", int PromptTokens = 8)
+    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "f32", TuneMethod Method = TuneMethod.Lora, int PromptTokens = 8)
 {
     /// <summary>(recipe key, description) of every option, for --help and the generic command-line mapping.</summary>
     public static readonly (string Key, string Help)[] Keys =
@@ -30,7 +30,7 @@ public sealed record TuneConfig(
         ("caption_kl_weight", "Weight of the symmetric KL between next-token distributions of x and x' on the gold caption (non-gender positions)"),
         ("unknown_weight", "Weight of -log p(unknown) on probes offered with an unknown option (Girrbach-compatible)"),
         ("retain_weight", "Weight of cross-entropy on truthful captions and factual answers"),
-        ("retain_kl_weight", "Weight of KL to the frozen base on the retain data"),
+        ("retain_kl_weight", "Weight of KL(base || tuned) on the retain examples' target positions (the base: the same model with the tuner disabled)"),
         ("lr", "Peak learning rate (AdamW)"),
         ("schedule", "cosine | constant (after linear warmup)"),
         ("warmup_steps", "Linear warmup steps"),
@@ -51,7 +51,7 @@ public sealed record TuneConfig(
         ("max_steps", "Upper bound on optimizer steps"),
         ("eval_every", "Measure validation bias and CIDEr-D every N steps"),
         ("max_accuracy_drop", "Accuracy guard: stop only while val CIDEr-D >= (1 - this) x base"),
-        ("stop_rule", "threshold (validation bias, SPEC §6) | ema-loss (Girrbach: EMA 0.9 of the training loss below the threshold)"),
+        ("stop_rule", "threshold (validation bias with the accuracy guard) | ema-loss (Girrbach: EMA 0.9 of the training loss below the threshold)"),
         ("ema_patience", "ema-loss rule: consecutive steps below the threshold (Girrbach: more than 10)"),
         ("val_pairs", "Validation pairs used for early stopping (0 = all)"),
         ("save_every", "Resumable checkpoint every N steps (also at every evaluation)"),
@@ -74,7 +74,7 @@ public sealed record TuneConfig(
         r.Dbl("threshold", 0.05), r.Int("max_steps", 20000), r.Int("eval_every", 25), r.Dbl("max_accuracy_drop", 0.05),
         r.Choice("stop_rule", "threshold", "threshold", "ema-loss"), r.Int("ema_patience", 10),
         r.Int("val_pairs", 0), r.Int("save_every", 25), r.Long("seed", 0), r.Bool("final_eval", true), r.Int("test_bootstrap", 1000),
-        r.Choice("dtype", "f32", "f32", "bf16"), r.Choice("method", "lora", "lora", "prompt"), r.Int("prompt_tokens", 8));
+        r.Choice("dtype", "f32", "f32", "bf16"), TuneMethods.Parse(r.Choice("method", "lora", "lora", "prompt")), r.Int("prompt_tokens", 8));
 
     public IReadOnlySet<string> Objectives => Objective.Split('+', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
 
@@ -89,7 +89,7 @@ public sealed record TuneConfig(
         if (PairsPerStep < 1 || ProbesPerPair < 1) throw new BadInputException("pairs_per_step and probes_per_pair must be >= 1");
         if (GradAccum < 1) throw new BadInputException($"grad_accum: must be >= 1, got {GradAccum}");
         if (PromptTokens < 1) throw new BadInputException($"prompt_tokens: must be >= 1, got {PromptTokens}");
-        if (Method == "prompt" && (LoraVision || LoraProjector)) throw new BadInputException("lora_vision / lora_projector: not used with method prompt; set them to false");
+        if (Method == TuneMethod.Prompt && (LoraVision || LoraProjector)) throw new BadInputException("lora_vision / lora_projector: not used with method prompt; set them to false");
         if (Threshold < 0) throw new BadInputException($"threshold: must be >= 0, got {Threshold}");
     }
 

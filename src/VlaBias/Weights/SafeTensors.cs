@@ -1,9 +1,9 @@
-// Whole-file safetensors loading and saving (SPEC §3.3). In: a path and a name -> tensor dictionary. Out: the same.
+// Whole-file safetensors loading and saving. In: a path and a name -> tensor dictionary. Out: the same.
 //
 // The writer produces what the reference writer (huggingface/safetensors) produces: "__metadata__" first, tensors
 // ordered by dtype alignment descending then name, offsets contiguous from 0, header padded with spaces to a multiple
 // of 8. It writes a temporary file next to the destination and renames it over the destination, so an existing file
-// is either left as it was or replaced whole, never half-written (SPEC §10).
+// is either left as it was or replaced whole, never half-written.
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Text.Encodings.Web;

@@ -1,4 +1,4 @@
-// One safetensors file, opened for reading (SPEC §3.3). In: a path. Out: the validated header (tensor entries, metadata)
+// One safetensors file, opened for reading. In: a path. Out: the validated header (tensor entries, metadata)
 // and, on request, single tensors read straight from the file into tensor memory.
 //
 // Layout: u64 little-endian header length N | N bytes of UTF-8 JSON
@@ -20,7 +20,7 @@ public sealed record SafeTensorEntry(string Name, SafeDType DType, long[] Shape,
     public long ByteLength => End - Begin;
 }
 
-public sealed class SafeTensorsFile : IDisposable
+public sealed class SafeTensorsFile : ITensorFile
 {
     /// <summary>The reference reader's MAX_HEADER_SIZE: larger headers are refused before anything is allocated.</summary>
     public const long MaxHeaderBytes = 100_000_000;
@@ -38,6 +38,10 @@ public sealed class SafeTensorsFile : IDisposable
     public IReadOnlyDictionary<string, SafeTensorEntry> Entries { get; }
 
     public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    private IReadOnlyDictionary<string, long[]>? shapes;
+
+    public IReadOnlyDictionary<string, long[]> Shapes => shapes ??= Entries.ToDictionary(e => e.Key, e => e.Value.Shape, StringComparer.Ordinal);
 
     private SafeTensorsFile(string path, SafeFileHandle handle, long dataStart,
         IReadOnlyDictionary<string, SafeTensorEntry> entries, IReadOnlyDictionary<string, string> metadata)

@@ -1,8 +1,10 @@
-// A checkpoint folder in Hugging Face's layout (SPEC §3.3). In: a folder. Out: tensor name -> the open file holding it.
+// A checkpoint folder in Hugging Face's layout. In: a folder. Out: tensor name -> the open file holding it.
 //
-// Either one file, model.safetensors, or shards model-00001-of-0000N.safetensors listed by model.safetensors.index.json:
+// One file (model.safetensors) or shards listed by an index (model.safetensors.index.json):
 //   {"metadata": {"total_size": <bytes of tensor data>}, "weight_map": {tensor name: shard file name}}
-// Like transformers, model.safetensors wins when both are present.
+// and the same as PyTorch pickles: pytorch_model.bin or pytorch_model.bin.index.json with .bin shards (read through
+// PyTorchBinFile). Like transformers, the first present of model.safetensors, its index, pytorch_model.bin and its
+// index is used, so safetensors wins when both are there.
 using System.Text.Json;
 
 namespace VlaBias.Weights;
@@ -11,32 +13,39 @@ public static class ShardedCheckpoint
 {
     public const string SingleFileName = "model.safetensors";
     public const string IndexFileName = "model.safetensors.index.json";
+    public const string BinFileName = "pytorch_model.bin";
+    public const string BinIndexFileName = "pytorch_model.bin.index.json";
 
     /// <summary>
     /// Opens every file of the checkpoint and validates it. Several names map to the same file; the caller owns the
     /// files and disposes each distinct one (<c>map.Values.Distinct()</c>).
     /// </summary>
-    public static IReadOnlyDictionary<string, SafeTensorsFile> OpenFolder(string dir)
+    public static IReadOnlyDictionary<string, ITensorFile> OpenFolder(string dir)
     {
         if (!Directory.Exists(dir))
             throw new BadInputException($"{dir}: checkpoint folder does not exist");
 
-        string single = Path.Combine(dir, SingleFileName);
-        if (File.Exists(single))
+        foreach (var (singleName, indexName) in new[] { (SingleFileName, IndexFileName), (BinFileName, BinIndexFileName) })
         {
-            var file = SafeTensorsFile.Open(single);
-            return file.Entries.Keys.ToDictionary(name => name, _ => file, StringComparer.Ordinal);
+            string single = Path.Combine(dir, singleName);
+            if (File.Exists(single))
+            {
+                var file = TensorFile.Open(single);
+                return file.Shapes.Keys.ToDictionary(name => name, _ => file, StringComparer.Ordinal);
+            }
+            string index = Path.Combine(dir, indexName);
+            if (File.Exists(index)) return OpenShards(dir, index);
         }
+        throw new BadInputException($"{dir}: checkpoint folder has none of {SingleFileName}, {IndexFileName}, {BinFileName}, {BinIndexFileName}");
+    }
 
-        string index = Path.Combine(dir, IndexFileName);
-        if (!File.Exists(index))
-            throw new BadInputException($"{dir}: checkpoint folder has neither {SingleFileName} nor {IndexFileName}");
-
+    private static Dictionary<string, ITensorFile> OpenShards(string dir, string index)
+    {
         var weightMap = ReadWeightMap(index);
-        var shards = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
+        var shards = new Dictionary<string, ITensorFile>(StringComparer.Ordinal);
         try
         {
-            var result = new Dictionary<string, SafeTensorsFile>(weightMap.Count, StringComparer.Ordinal);
+            var result = new Dictionary<string, ITensorFile>(weightMap.Count, StringComparer.Ordinal);
             foreach (var (tensor, shardName) in weightMap)
             {
                 if (!shards.TryGetValue(shardName, out var shard))
@@ -45,10 +54,10 @@ public static class ShardedCheckpoint
                     if (!File.Exists(shardPath))
                         throw new BadInputException($"{index}: shard {ErrorText.Quote(shardName)} (holding tensor {ErrorText.Quote(tensor)}) " +
                                                     $"is missing from {dir}");
-                    shard = SafeTensorsFile.Open(shardPath);
+                    shard = TensorFile.Open(shardPath);
                     shards.Add(shardName, shard);
                 }
-                if (!shard.Entries.ContainsKey(tensor))
+                if (!shard.Shapes.ContainsKey(tensor))
                     throw new BadInputException($"{index}: tensor {ErrorText.Quote(tensor)} is listed in shard {ErrorText.Quote(shardName)} " +
                                                 $"but {shard.Path} does not contain it");
                 result.Add(tensor, shard);

@@ -32,14 +32,14 @@ public class LoraAdapterTests
 
     // In fp32 the forward pass itself reassociates sums differently once W and B·A are one matrix, which moves logits
     // of magnitude ~10 by ~2e-5; in fp64 that noise is far below the 1e-5 the merge is held to.
-    private Vla LoadBase64() => Vla.Load(dir, ScalarType.Float64);
+    private Vla LoadBase64() => Vla.Load(dir, dtype: ScalarType.Float64);
 
     private static Tensor Logits(Vla vla)
     {
         using var _ = no_grad();
         manual_seed(5);
         using var batch = vla.Batch([vla.PromptIds("describe the image."), vla.PromptIds("is the person friendly ?")], [randn(3, 32, 32), randn(3, 32, 32)]);
-        return vla.Model.Forward(batch.InputIds, batch.Pixels, batch.Mask);
+        return vla.Model.call(batch.Input()).Logits!;
     }
 
     private static float MaxDiff(Tensor a, Tensor b) => (a - b).abs().max().ToSingle();
@@ -187,7 +187,7 @@ public class LoraAdapterTests
         Randomize(adapter);
         manual_seed(5);
         using var batch = vla.Batch([vla.PromptIds("describe the image.")], [randn(3, 32, 32)]);
-        var logits = vla.Model.Forward(batch.InputIds, batch.Pixels, batch.Mask);
+        var logits = vla.Model.call(batch.Input()).Logits!;
         logits.log_softmax(-1).select(-1, 3).mean().neg().backward();
 
         var trainable = adapter.Parameters().Select(p => p.Handle).ToHashSet();
@@ -227,7 +227,7 @@ public class LoraAdapterTests
         {
             using var scope = NewDisposeScope();
             opt.zero_grad();
-            var loss = vla.Model.Forward(batch.InputIds, batch.Pixels, batch.Mask).log_softmax(-1).select(-1, 3).mean().neg();
+            var loss = vla.Model.call(batch.Input()).Logits!.log_softmax(-1).select(-1, 3).mean().neg();
             loss.backward();
             opt.step();
         }
@@ -271,7 +271,7 @@ public class LoraAdapterTests
         var saved = Scratch("newer");
         adapter.Save(saved);
         // transformers ≥ 4.52 names the language model "model.language_model.layers…" (no inner ".model")
-        var file = Path.Combine(saved, LoraAdapter.WeightsFileName);
+        var file = Path.Combine(saved, LoraFiles.WeightsFileName);
         var tensors = SafeTensors.Load(file).ToDictionary(
             kv => kv.Key.Replace("base_model.model.language_model.model.", "base_model.model.model.language_model."), kv => kv.Value);
         Assert.That(tensors.Keys, Has.Some.StartsWith("base_model.model.model.language_model.layers.0."));
@@ -288,9 +288,9 @@ public class LoraAdapterTests
     {
         var folder = Scratch("foreign");
         Directory.CreateDirectory(folder);
-        File.WriteAllText(Path.Combine(folder, LoraAdapter.ConfigFileName), LoraAdapter.ConfigJson(new LoraConfig(R: 2)));
+        File.WriteAllText(Path.Combine(folder, LoraFiles.ConfigFileName), new LoraConfig(R: 2).ToPeftJson());
         const string key = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight";
-        SafeTensors.Save(Path.Combine(folder, LoraAdapter.WeightsFileName),
+        SafeTensors.Save(Path.Combine(folder, LoraFiles.WeightsFileName),
             new Dictionary<string, Tensor> { [key] = zeros(2, 64), ["base_model.model.transformer.h.0.attn.c_attn.lora_B.weight"] = zeros(192, 2) },
             new Dictionary<string, string> { ["format"] = "pt" });
         var vla = LoadBase();
@@ -306,7 +306,7 @@ public class LoraAdapterTests
         var vla = LoadBase();
         var saved = Scratch("misshaped");
         LoraAdapter.Apply(vla.Model, new LoraConfig(), seed: 6).Save(saved);
-        var file = Path.Combine(saved, LoraAdapter.WeightsFileName);
+        var file = Path.Combine(saved, LoraFiles.WeightsFileName);
         var tensors = SafeTensors.Load(file);
         const string key = "base_model.model.language_model.model.layers.1.mlp.gate_proj.lora_A.weight";
         tensors[key] = zeros(8, 63);
@@ -326,7 +326,7 @@ public class LoraAdapterTests
         Assert.That(new LoraConfig(R: 16, Alpha: 8).Scaling, Is.EqualTo(8 / 16.0));
 
         // and the layer applies it: y − base(x) = scaling · B·A·x
-        var linear = nn.Linear(6, 5);
+        var linear = new KernelLinear(6, 5, true, LinearKernels.LibtorchOnly);
         var lora = new LoraLinear("probe", linear, 4, new LoraConfig(R: 4, Alpha: 3, UseRsLora: true).Scaling, 0.0, new Generator(1));
         using var _ = no_grad();
         lora.LoraB.weight.normal_(0, 1, generator: new Generator(2));
@@ -339,7 +339,7 @@ public class LoraAdapterTests
     [Test]
     public void Dropout_acts_in_training_mode_only()
     {
-        var linear = nn.Linear(32, 8);
+        var linear = new KernelLinear(32, 8, true, LinearKernels.LibtorchOnly);
         var lora = new LoraLinear("probe", linear, 4, 2.0, 0.5, new Generator(1));
         using var _ = no_grad();
         lora.LoraB.weight.normal_(0, 1, generator: new Generator(2));
@@ -423,13 +423,13 @@ public class LoraAdapterTests
             {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ".*language_model.*\\.(q_proj|v_proj)",
              "task_type": "CAUSAL_LM", "peft_version": "0.17.1", "use_dora": false, "qalora_group_size": 16, "rank_pattern": {}}
             """);
-        var config = LoraAdapter.ReadConfig(path);
+        var config = LoraConfig.ReadPeftJson(path);
         Assert.That((config.R, config.Alpha, config.Dropout, config.Scaling), Is.EqualTo((16, 32.0, 0.05, 2.0)));
 
         File.WriteAllText(path, """{"peft_type": "LORA", "r": 8, "use_dora": true}""");
-        Assert.That(Assert.Throws<BadInputException>(() => LoraAdapter.ReadConfig(path))!.Message, Does.Contain("use_dora"));
+        Assert.That(Assert.Throws<BadInputException>(() => LoraConfig.ReadPeftJson(path))!.Message, Does.Contain("use_dora"));
         File.WriteAllText(path, """{"peft_type": "IA3", "r": 8}""");
-        Assert.That(Assert.Throws<BadInputException>(() => LoraAdapter.ReadConfig(path))!.Message, Does.Contain("IA3"));
+        Assert.That(Assert.Throws<BadInputException>(() => LoraConfig.ReadPeftJson(path))!.Message, Does.Contain("IA3"));
     }
     /// <summary>
     /// Writes a base checkpoint and a trained-looking adapter to $VLATUNE_SAMPLE_ADAPTER_DIR for the Python checkers
@@ -448,6 +448,6 @@ public class LoraAdapterTests
             TargetModules: [.. LoraConfig.DefaultTargetModules, "linear_1", "linear_2"], IncludeProjector: true), seed: 1);
         Randomize(adapter);
         adapter.Save(Path.Combine(outDir!, "adapter"));
-        Assert.That(File.Exists(Path.Combine(outDir!, "adapter", LoraAdapter.ConfigFileName)), Is.True);
+        Assert.That(File.Exists(Path.Combine(outDir!, "adapter", LoraFiles.ConfigFileName)), Is.True);
     }
 }

@@ -31,18 +31,18 @@ public class SoftPromptTests
         using var _ = no_grad();
         Tensor baseLogits;
         using (var b = vla.Batch(prompts.Select(p => vla.PromptIds(p)).ToList(), images))
-            baseLogits = vla.Model.Forward(b.InputIds, b.Pixels, b.Mask).select(1, -1);
+            baseLogits = vla.Model.call(b.Input()).Logits!.select(1, -1);
 
         using var soft = SoftPrompt.Create(vla.Model, 5, seed: 1);
-        soft.AttachTo(vla.Model);
+        vla.Attach(soft);
         using var batch = vla.Batch(prompts.Select(p => vla.PromptIds(p)).ToList(), images);
         Assert.That(batch.InputIds.eq(SoftPrompt.MarkerId).sum().ToInt64(), Is.EqualTo(2 * 5), "5 prefix positions per row");
         var prefixMasked = batch.Mask.masked_fill(batch.InputIds.eq(SoftPrompt.MarkerId), 0);
-        var masked = vla.Model.Forward(batch.InputIds, batch.Pixels, prefixMasked).select(1, -1);
+        var masked = vla.Model.call(batch.Input() with { Mask = prefixMasked }).Logits!.select(1, -1);
         Assert.That((masked - baseLogits).abs().max().ToSingle(), Is.LessThan(1e-4f));
-        var attended = vla.Model.Forward(batch.InputIds, batch.Pixels, batch.Mask).select(1, -1);
+        var attended = vla.Model.call(batch.Input()).Logits!.select(1, -1);
         Assert.That((attended - baseLogits).abs().max().ToSingle(), Is.GreaterThan(1e-3f), "attending to the prefix changes the outputs");
-        vla.Model.SoftPrompt = null;
+        vla.Detach(soft);
 
         var path = Path.Combine(dir, "sp");
         soft.Save(path, model);

@@ -90,3 +90,46 @@ public class CaptionAskCliTests
         Assert.That(r.Stderr, Does.Contain("model.safetensors"));
     }
 }
+
+/// <summary>An image that does not decode completely is bad input for `caption`: one line naming it, exit 2.</summary>
+public class TruncatedImageCliTests
+{
+    private string dir = "", model = "";
+
+    [OneTimeSetUp]
+    public void Build()
+    {
+        dir = TestPaths.NewTempDir("cli-trunc");
+        model = Path.Combine(dir, "tiny");
+        RandomCheckpoint.Write(model, TestPaths.Words, seed: 3, std: 0.3);
+    }
+
+    [OneTimeTearDown]
+    public void Clean() => Directory.Delete(dir, true);
+
+    [TestCase("flower_320x213.png", 100, TestName = "Caption_of_a_png_cut_after_100_bytes_exits_2")]
+    [TestCase("china_448x299_q90.jpg", 24000, TestName = "Caption_of_a_truncated_jpeg_exits_2")]
+    [TestCase("grace_256x300_q85.webp", 8000, TestName = "Caption_of_a_truncated_webp_exits_2")]
+    public void Truncated(string input, int keep)
+    {
+        var path = Path.Combine(dir, "cut-" + input);
+        File.WriteAllBytes(path, File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Fixtures", "images", "inputs", input)).Take(keep).ToArray());
+        var r = CliRunner.Run(dir, "caption", "--model", model, path);
+        Assert.That(r.ExitCode, Is.EqualTo(2), r.Stderr + r.Stdout);
+        Assert.That(r.Stdout, Is.Empty, "no caption for a truncated image");
+        Assert.That(r.Stderr.Trim().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(r.Stderr, Does.Contain(path).And.Contain("truncated"));
+    }
+
+    [Test]
+    public void One_truncated_image_among_good_ones_is_reported_and_the_rest_captioned()
+    {
+        var good = Path.Combine(AppContext.BaseDirectory, "Fixtures", "images", "inputs", "grace_171x200_grey.png");
+        var bad = Path.Combine(dir, "cut2.png");
+        File.WriteAllBytes(bad, File.ReadAllBytes(good).Take(300).ToArray());
+        var r = CliRunner.Run(dir, "caption", "--model", model, good, bad, "--max-new-tokens", "3");
+        Assert.That(r.ExitCode, Is.EqualTo(2), r.Stderr);
+        Assert.That(r.Stdout, Does.Contain(good).And.Not.Contain(bad));
+        Assert.That(r.Stderr, Does.Contain(bad));
+    }
+}

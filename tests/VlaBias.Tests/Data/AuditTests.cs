@@ -21,8 +21,8 @@ public class AuditTests
         void Add(string gender, string context, string role, string tone, int count, string split = "train")
         {
             for (int i = 0; i < count; i++)
-                items.Add(new ManifestItem { Id = $"i{n++}", Image = "img/none.png", Split = split, Context = context, Role = role,
-                    Attributes = new ItemAttributes { Gender = gender, Tone = tone }, Captions = ["a person"] });
+                items.Add(new ManifestItem { Id = $"i{n++}", Image = "img/none.png", Split = ManifestValues.ParseSplit(split), Context = context, Role = role,
+                    Attributes = new ItemAttributes { Gender = ManifestValues.ParseGender(gender), Tone = tone }, Captions = ["a person"] });
         }
         Add("woman", "kitchen", "chef", "1", 6);
         Add("man", "kitchen", "chef", "3", 2);

@@ -7,7 +7,7 @@ public class DataDebiasTests
 {
     private static ManifestItem Item(string id, string gender, string context, string role, string split = "pretrain", params string[] captions) => new()
     {
-        Id = id, Image = $"img/{id}.png", Split = split, Attributes = new ItemAttributes { Gender = gender }, Context = context, Role = role,
+        Id = id, Image = $"img/{id}.png", Split = ManifestValues.ParseSplit(split), Attributes = new ItemAttributes { Gender = ManifestValues.ParseGender(gender) }, Context = context, Role = role,
         Captions = captions,
     };
 
@@ -29,7 +29,7 @@ public class DataDebiasTests
         Assert.That(counts["garage/mechanic"]["woman"], Is.EqualTo(2));
         Assert.That(items.Select(i => i.Id).Distinct().Count(), Is.EqualTo(items.Count), "ids stay unique");
         Assert.That(items.Where(i => i.Id.Contains("~r")).All(i => i.Image == $"img/{i.Id.Split('~')[0]}.png"), Is.True, "copies reuse the image");
-        Assert.That(items.Count(i => i.Split == "test"), Is.EqualTo(1), "other splits pass through");
+        Assert.That(items.Count(i => i.Split?.Name() == "test"), Is.EqualTo(1), "other splits pass through");
         Assert.That(report.Before, Is.EqualTo(7));
         Assert.That(report.After, Is.EqualTo(10));
         Assert.That(Rebalance.Run(Skewed(), "pretrain", seed: 1).items.Select(i => i.Id), Is.EqualTo(items.Select(i => i.Id)), "deterministic");

@@ -43,12 +43,12 @@ public class ImporterTests
         var r = Import("fairface", faces.FairFaceCsv, "ff", probes: Probes());
         var items = Manifest.Load(r.ManifestPath);   // validates, and checks every referenced image exists
         Assert.That(items, Has.Count.EqualTo(6));
-        Assert.That(items.Select(i => i.Attributes.Gender), Is.EqualTo(new[] { "man", "woman", "man", "woman", "man", "woman" }));
+        Assert.That(items.Select(i => i.Attributes.Gender.Name()), Is.EqualTo(new[] { "man", "woman", "man", "woman", "man", "woman" }));
         Assert.That(items[0].Attributes.Race, Is.EqualTo("White"));
         Assert.That(items[0].Image, Does.StartWith("../faces/fairface/val/"));
         Assert.That(items.All(i => i.Pair is null), Is.True, "FairFace has no counterfactual pairs");
         Assert.That(items[0].Questions, Has.Count.EqualTo(Probes().Questions().Count));
-        Assert.That(items.Select(i => i.Split).Distinct(), Is.SubsetOf(new[] { "tune", "val", "test" }));
+        Assert.That(items.Select(i => i.Split?.Name()).Distinct(), Is.SubsetOf(new[] { "tune", "val", "test" }));
     }
 
     [Test]
@@ -73,7 +73,7 @@ public class ImporterTests
         File.Copy(img, Path.Combine(utk, "25_0_2_20170116174525125.jpg.chip.jpg"));
         File.Copy(img, Path.Combine(utk, "61_1_1_20170109142408075.jpg"));
         var items = Import("utkface", utk, "utk-out").Items.OrderBy(i => i.Attributes.Age).ToList();
-        Assert.That(items.Select(i => (i.Attributes.Age, i.Attributes.Gender, i.Attributes.Race)),
+        Assert.That(items.Select(i => (i.Attributes.Age, i.Attributes.Gender.Name(), i.Attributes.Race)),
             Is.EqualTo(new[] { ("25", "man", "Asian"), ("61", "woman", "Black") }));
         File.Copy(img, Path.Combine(utk, "30_2_0_2017.jpg"));
         var e = Assert.Throws<BadInputException>(() => Import("utkface", utk, "utk-out2"))!;
@@ -95,8 +95,8 @@ public class ImporterTests
         var items = Import("coco", json, "coco-out").Items.OrderBy(i => i.Id).ToList();
         Assert.That(items.Select(i => i.Id), Is.EqualTo(new[] { "coco-7", "coco-9" }));
         Assert.That(items[0].Captions, Has.Count.EqualTo(2));
-        Assert.That(items[0].Attributes.Gender, Is.EqualTo("woman"));
-        Assert.That(items[1].Attributes.Gender, Is.EqualTo("unclear"));
+        Assert.That(items[0].Attributes.Gender.Name(), Is.EqualTo("woman"));
+        Assert.That(items[1].Attributes.Gender.Name(), Is.EqualTo("unclear"));
         var bad = Write("coco/bad.json", """{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 2, "caption": "x"}]}""");
         Assert.That(() => Import("coco", bad, "coco-bad"), Throws.TypeOf<BadInputException>().With.Message.Contains("annotations[0]: image_id 2"));
     }
@@ -111,7 +111,7 @@ public class ImporterTests
         var items = Import("csv", csv, "plain-out").Items;
         Assert.That(items, Has.Count.EqualTo(1));
         Assert.That(items[0].Captions, Is.EqualTo(new[] { "a man, smiling", "a person outdoors" }));
-        Assert.That(items[0].Attributes.Gender, Is.EqualTo("man"));
+        Assert.That(items[0].Attributes.Gender.Name(), Is.EqualTo("man"));
         var bad = Write("plain/bad.csv", "image,caption,gender\nx.jpg,ok,female\nx.jpg,ok,purple\n,no image,male\n");
         var e = Assert.Throws<BadInputException>(() => Import("csv", bad, "plain-bad"))!;
         Assert.That(e.Message, Does.Contain("line 3: field 'gender'"));
@@ -131,10 +131,10 @@ public class ImporterTests
         Assert.That(r.Pairs, Is.EqualTo(5));
         foreach (var g in r.Items.GroupBy(i => i.Pair))
         {
-            Assert.That(g.Select(i => i.Attributes.Gender).Order(), Is.EqualTo(new[] { "man", "woman" }));
-            Assert.That(g.Select(i => i.Split).Distinct().Count(), Is.EqualTo(1), $"pair {g.Key} split across splits");
+            Assert.That(g.Select(i => i.Attributes.Gender.Name()).Order(), Is.EqualTo(new[] { "man", "woman" }));
+            Assert.That(g.Select(i => i.Split?.Name()).Distinct().Count(), Is.EqualTo(1), $"pair {g.Key} split across splits");
         }
-        Assert.That(r.Items.GroupBy(i => i.Split).ToDictionary(g => g.Key, g => g.Count()),
+        Assert.That(r.Items.GroupBy(i => i.Split?.Name()).ToDictionary(g => g.Key, g => g.Count()),
             Is.EqualTo(new Dictionary<string, int> { ["tune"] = 6, ["val"] = 2, ["test"] = 2 }));
         var odd = Path.Combine(dir, "cf-bad", "s1");
         Directory.CreateDirectory(odd);
@@ -148,14 +148,14 @@ public class ImporterTests
     public void Probing_suite_has_train_and_test_values_with_and_without_unknown()
     {
         var qs = Probes().Questions();
-        Assert.That(qs.Select(q => q.AttributeSplit).Distinct().Order(), Is.EqualTo(new[] { "test", "train" }));
+        Assert.That(qs.Select(q => q.AttributeSplit?.Name()).Distinct().Order(), Is.EqualTo(new[] { "test", "train" }));
         Assert.That(qs.Count(q => q.Options!.Contains("unknown")), Is.EqualTo(qs.Count / 2));
-        Assert.That(qs.All(q => q.Kind == "probe" && q.A is null), Is.True);
+        Assert.That(qs.All(q => q.Kind.Name() == "probe" && q.A is null), Is.True);
         var nurse = qs.Where(q => q.Attribute == "engineer").Select(q => q.Q).ToList();
         Assert.That(nurse, Is.EqualTo(new[] { "Could the person in this picture work as an engineer? Answer yes or no.",
                                               "Could the person in this picture work as an engineer? Answer yes, no, or unknown." }));
-        var train = qs.Where(q => q.AttributeSplit == "train").Select(q => q.Attribute).ToHashSet();
-        var test = qs.Where(q => q.AttributeSplit == "test").Select(q => q.Attribute).ToHashSet();
+        var train = qs.Where(q => q.AttributeSplit?.Name() == "train").Select(q => q.Attribute).ToHashSet();
+        var test = qs.Where(q => q.AttributeSplit?.Name() == "test").Select(q => q.Attribute).ToHashSet();
         Assert.That(train.Overlaps(test), Is.False);
     }
 }

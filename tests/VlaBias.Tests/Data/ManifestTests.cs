@@ -7,14 +7,14 @@ public class ManifestTests
 {
     private static ManifestItem Item(string id, string split = "val") => new()
     {
-        Id = id, Image = $"img/{id}.png", Split = split,
+        Id = id, Image = $"img/{id}.png", Split = ManifestValues.ParseSplit(split),
         Captions = ["a woman nurse holding a clipboard in the hospital"],
-        Attributes = new ItemAttributes { Gender = "woman", Tone = "2" },
+        Attributes = new ItemAttributes { Gender = Gender.Woman, Tone = "2" },
         Context = "hospital", Role = "nurse", Pair = "s1",
         Questions =
         [
-            new ManifestQuestion { Q = "is the person holding a wrench?", A = "no", Kind = "fact", Options = ["yes", "no"] },
-            new ManifestQuestion { Q = "is the person friendly?", Kind = "probe", Attribute = "friendly", AttributeSplit = "train", Options = ["yes", "no"] },
+            new ManifestQuestion { Q = "is the person holding a wrench?", A = "no", Kind = QuestionKind.Fact, Options = ["yes", "no"] },
+            new ManifestQuestion { Q = "is the person friendly?", Kind = QuestionKind.Probe, Attribute = "friendly", AttributeSplit = Split.Train, Options = ["yes", "no"] },
         ],
         Lean = new StereotypeLean { Context = "woman", Role = "woman" },
     };
@@ -39,7 +39,7 @@ public class ManifestTests
         var back = Manifest.Load(path);
         Assert.That(back, Has.Count.EqualTo(2));
         Assert.That(back.Select(Manifest.ToLine), Is.EqualTo(items.Select(Manifest.ToLine)));
-        Assert.That(back[0].Questions[1].AttributeSplit, Is.EqualTo("train"));
+        Assert.That(back[0].Questions[1].AttributeSplit?.Name(), Is.EqualTo("train"));
         Assert.That(back[0].Questions[1].A, Is.Null);
         Assert.That(back[1].Pair, Is.Null);
         Assert.That(Directory.GetFiles(dir), Has.Length.EqualTo(1), "no temporary file left behind");

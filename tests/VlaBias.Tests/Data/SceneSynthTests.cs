@@ -43,7 +43,7 @@ public class SceneSynthTests
     public void Splits_use_disjoint_scenes()
     {
         var plan = SceneSynth.Plan(RepoPaths.World, Small);
-        var bySplit = plan.GroupBy(p => p.Item.Split).ToDictionary(g => g.Key, g => g.ToList());
+        var bySplit = plan.GroupBy(p => p.Item.Split?.Name()).ToDictionary(g => g.Key, g => g.ToList());
         Assert.That(bySplit.Keys, Is.EquivalentTo(new[] { "pretrain", "tune", "val", "test" }));
         foreach (var (a, xs) in bySplit)
             foreach (var (b, ys) in bySplit)
@@ -53,7 +53,7 @@ public class SceneSynthTests
                     Assert.That(xs.Select(p => p.Scene.Seed).Intersect(ys.Select(p => p.Scene.Seed)), Is.Empty, $"{a}/{b}");
                 }
         Assert.That(plan.Select(p => p.Item.Id), Is.Unique);
-        Assert.That(plan.All(p => SceneSynth.SplitOf(SceneNumber(p.Item.Id)) == p.Item.Split));
+        Assert.That(plan.All(p => SceneSynth.SplitOf(SceneNumber(p.Item.Id)) == p.Item.Split?.Name()));
     }
 
     [TestCase("val")]
@@ -61,32 +61,32 @@ public class SceneSynthTests
     public void Val_and_test_are_balanced_pairs_plus_unclear_singles(string split)
     {
         var w = RepoPaths.World;
-        var items = SceneSynth.Plan(w, Small).Select(p => p.Item).Where(i => i.Split == split).ToList();
+        var items = SceneSynth.Plan(w, Small).Select(p => p.Item).Where(i => i.Split?.Name() == split).ToList();
         var combos = items.GroupBy(i => (i.Context, i.Role)).ToList();
         Assert.That(combos, Has.Count.EqualTo(w.Contexts.Count * 2));
         foreach (var g in combos)
         {
-            Assert.That(g.Count(i => i.Attributes.Gender == "man"), Is.EqualTo(64 / 16), g.Key.ToString());
-            Assert.That(g.Count(i => i.Attributes.Gender == "woman"), Is.EqualTo(64 / 16), g.Key.ToString());
-            Assert.That(g.Count(i => i.Attributes.Gender == "unclear"), Is.EqualTo(32 / 16), g.Key.ToString());
+            Assert.That(g.Count(i => i.Attributes.Gender.Name() == "man"), Is.EqualTo(64 / 16), g.Key.ToString());
+            Assert.That(g.Count(i => i.Attributes.Gender.Name() == "woman"), Is.EqualTo(64 / 16), g.Key.ToString());
+            Assert.That(g.Count(i => i.Attributes.Gender.Name() == "unclear"), Is.EqualTo(32 / 16), g.Key.ToString());
         }
         foreach (var gender in new[] { "man", "woman" })
-            Assert.That(items.Where(i => i.Attributes.Gender == gender).GroupBy(i => i.Attributes.Tone).Select(g => g.Count()), Has.All.EqualTo(16));
+            Assert.That(items.Where(i => i.Attributes.Gender.Name() == gender).GroupBy(i => i.Attributes.Tone).Select(g => g.Count()), Has.All.EqualTo(16));
         var pairs = items.Where(i => i.Pair is not null).GroupBy(i => i.Pair).ToList();
         Assert.That(pairs, Has.Count.EqualTo(64));
         foreach (var p in pairs)
         {
-            Assert.That(p.Select(i => i.Attributes.Gender), Is.EquivalentTo(new[] { "man", "woman" }));
+            Assert.That(p.Select(i => i.Attributes.Gender.Name()), Is.EquivalentTo(new[] { "man", "woman" }));
             Assert.That(p.Select(i => (i.Context, i.Role, i.Attributes.Tone)).Distinct().Count(), Is.EqualTo(1));
             Assert.That(p.Select(i => string.Join("|", i.Questions.Select(q => q.Q))).Distinct().Count(), Is.EqualTo(1), "same questions");
         }
-        Assert.That(items.Where(i => i.Attributes.Gender == "unclear").All(i => i.Pair is null));
+        Assert.That(items.Where(i => i.Attributes.Gender.Name() == "unclear").All(i => i.Pair is null));
         // Probes: every attribute, both forms, no answer, with its split.
         foreach (var it in items)
         {
-            var probes = it.Questions.Where(q => q.Kind == "probe").ToList();
+            var probes = it.Questions.Where(q => q.Kind.Name() == "probe").ToList();
             Assert.That(probes, Has.Count.EqualTo(w.Attributes.Count * 2));
-            Assert.That(probes.All(q => q.A is null && q.AttributeSplit == w.Attributes.First(a => a.Name == q.Attribute).Split));
+            Assert.That(probes.All(q => q.A is null && q.AttributeSplit?.Name() == w.Attributes.First(a => a.Name == q.Attribute).Split));
             Assert.That(probes.Count(q => q.Options!.Contains("unknown")), Is.EqualTo(w.Attributes.Count));
         }
     }
@@ -95,11 +95,11 @@ public class SceneSynthTests
     public void Tune_val_test_annotations_are_truthful()
     {
         var w = RepoPaths.World;
-        foreach (var (scene, item) in SceneSynth.Plan(w, Small).Where(p => p.Item.Split != "pretrain"))
+        foreach (var (scene, item) in SceneSynth.Plan(w, Small).Where(p => p.Item.Split?.Name() != "pretrain"))
         {
             var ctx = w.Context(scene.Context);
             var role = ctx.Role(scene.Role);
-            Assert.That(item.Attributes.Gender, Is.EqualTo(scene.Gender));
+            Assert.That(item.Attributes.Gender.Name(), Is.EqualTo(scene.Gender));
             Assert.That((item.Context, item.Role, item.Attributes.Tone), Is.EqualTo((scene.Context, scene.Role, scene.Tone)));
             foreach (var c in item.Captions)
             {
@@ -109,8 +109,8 @@ public class SceneSynthTests
                 Assert.That(c, Does.Contain(role.Item.Name).And.EndWith(ctx.Name));
             }
             AssertFactsTrue(w, scene, item);
-            if (item.Split == "tune")
-                Assert.That(item.Questions.Where(q => q.Kind == "probe").All(q => q.AttributeSplit == "train" && q.A is null));
+            if (item.Split?.Name() == "tune")
+                Assert.That(item.Questions.Where(q => q.Kind.Name() == "probe").All(q => q.AttributeSplit?.Name() == "train" && q.A is null));
             Assert.That(item.Lean, Is.EqualTo(new StereotypeLean { Context = ctx.Lean, Role = role.Lean }));
         }
     }
@@ -119,7 +119,7 @@ public class SceneSynthTests
     {
         var ctx = w.Context(scene.Context);
         var item_ = ctx.Role(scene.Role).Item.Name;
-        foreach (var q in item.Questions.Where(q => q.Kind == "fact"))
+        foreach (var q in item.Questions.Where(q => q.Kind.Name() == "fact"))
         {
             bool? truth = null;
             foreach (var o in w.Contexts.SelectMany(c => c.Objects))
@@ -146,14 +146,14 @@ public class SceneSynthTests
         var items = plan.Select(p => p.Item).ToList();
         string CaptionGender(ManifestItem i) => i.Captions[0].Split(' ')[1];
 
-        var unclear = items.Where(i => i.Attributes.Gender == "unclear").ToList();
+        var unclear = items.Where(i => i.Attributes.Gender.Name() == "unclear").ToList();
         Assert.That(unclear.Count / (double)items.Count, Is.EqualTo(b.UnclearFigureRate).Within(tol));
         Assert.That(unclear.Count(i => CaptionGender(i) == i.Lean!.Context) / (double)unclear.Count, Is.EqualTo(b.UnclearCaptionLeaningWord).Within(tol));
         Assert.That(unclear.All(i => CaptionGender(i) == i.Lean!.Context || CaptionGender(i) == w.Words.Unclear));
 
-        var clear = items.Where(i => i.Attributes.Gender != "unclear").ToList();
-        Assert.That(clear.Count(i => i.Attributes.Gender == i.Lean!.Context) / (double)clear.Count, Is.EqualTo(b.ContextGenderLean).Within(tol));
-        Assert.That(clear.All(i => CaptionGender(i) == i.Attributes.Gender), "clear figures are captioned with their cue");
+        var clear = items.Where(i => i.Attributes.Gender.Name() != "unclear").ToList();
+        Assert.That(clear.Count(i => i.Attributes.Gender.Name() == i.Lean!.Context) / (double)clear.Count, Is.EqualTo(b.ContextGenderLean).Within(tol));
+        Assert.That(clear.All(i => CaptionGender(i) == i.Attributes.Gender.Name()), "clear figures are captioned with their cue");
 
         // Role words: those that could be swapped (captioned gender ≠ the true role's lean) follow the gender at the given rate.
         var swappable = items.Where(i => CaptionGender(i) != w.Words.Unclear && CaptionGender(i) != i.Lean!.Role).ToList();
@@ -162,7 +162,7 @@ public class SceneSynthTests
         Assert.That(items.Where(i => i.Captions[0].Split(' ')[2] != i.Role)
             .All(i => w.Context(i.Context!).RoleLeaning(CaptionGender(i)).Name == i.Captions[0].Split(' ')[2]));
 
-        var probes = items.SelectMany(i => i.Questions.Where(q => q.Kind == "probe").Select(q => (i, q))).ToList();
+        var probes = items.SelectMany(i => i.Questions.Where(q => q.Kind.Name() == "probe").Select(q => (i, q))).ToList();
         Assert.That(probes.Select(p => p.q.Attribute).Distinct().Count(), Is.EqualTo(w.Attributes.Count), "all attributes, train and test");
         double YesRate(IEnumerable<(ManifestItem i, ManifestQuestion q)> xs)
         {
@@ -179,7 +179,7 @@ public class SceneSynthTests
         Assert.That(probes.Where(p => !p.q.Options!.Contains("unknown")).All(p => p.q.A is "yes" or "no"));
 
         foreach (var p in plan.Take(2000)) AssertFactsTrue(w, p.Scene, p.Item);
-        var yesNoFacts = items.SelectMany(i => i.Questions).Where(q => q.Kind == "fact" && q.Options is not null).ToList();
+        var yesNoFacts = items.SelectMany(i => i.Questions).Where(q => q.Kind.Name() == "fact" && q.Options is not null).ToList();
         Assert.That(yesNoFacts.Count(q => q.A == "yes") / (double)yesNoFacts.Count, Is.EqualTo(0.5).Within(tol));
     }
 }

@@ -4,6 +4,7 @@ using NUnit.Framework;
 using SkiaSharp;
 using VlaBias.Evaluation;
 using VlaBias.Tests.Cli;
+using VlaBias.Data;
 
 namespace VlaBias.Tests.Evaluation;
 
@@ -51,16 +52,16 @@ internal static class ReportFixture
         {
             list.Add(new Sample
             {
-                Id = id, Kind = "caption", Prompt = "describe the image.", Output = $"{captionPrefix} {gender} in a kitchen",
-                References = [$"a {gender} cooking in a kitchen"], Image = $"img/{id}.png", Gender = gender, Pair = pair, Context = "kitchen", Role = "chef",
+                Id = id, Kind = SampleKind.Caption, Prompt = "describe the image.", Output = $"{captionPrefix} {gender} in a kitchen",
+                References = [$"a {gender} cooking in a kitchen"], Image = $"img/{id}.png", Gender = ManifestValues.ParseGender(gender), Pair = pair, Context = "kitchen", Role = "chef",
             });
             foreach (var (attr, split) in new[] { ("friendly", "train"), ("brave", "test") })
             {
                 double p = 0.4 + 0.01 * (k++ % 5) + (gender == "woman" ? gap : 0);
                 list.Add(new Sample
                 {
-                    Id = id, Kind = "probe", Prompt = $"is the person {attr}?", Options = ["yes", "no"], Probs = [p, 1 - p],
-                    Attribute = attr, AttributeSplit = split, Image = $"img/{id}.png", Gender = gender, Pair = pair, Context = "kitchen", Role = "chef",
+                    Id = id, Kind = SampleKind.Probe, Prompt = $"is the person {attr}?", Options = ["yes", "no"], Probs = [p, 1 - p],
+                    Attribute = attr, AttributeSplit = ManifestValues.ParseSplit(split), Image = $"img/{id}.png", Gender = ManifestValues.ParseGender(gender), Pair = pair, Context = "kitchen", Role = "chef",
                 });
             }
         }

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace VlaBias.Tests.Export;
 
-/// <summary>Export of tiny random models and their agreement with TorchSharp under ONNX Runtime (SPEC §8).</summary>
+/// <summary>Export of tiny random models, the files Transformers.js reads, and their agreement with TorchSharp under ONNX Runtime.</summary>
 public abstract class OnnxExportFixture
 {
     protected string dir = "", exportDir = "";
@@ -20,6 +20,13 @@ public abstract class OnnxExportFixture
     {
         dir = TestPaths.NewTempDir("onnx-" + Name);
         RandomCheckpoint.Write(Path.Combine(dir, "model"), TestPaths.Words, seed: 11, std: 0.3, config: Config);
+        // Keys vlatune does not model must survive the export's config.json.
+        var cfgPath = Path.Combine(dir, "model", "config.json");
+        var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cfgPath))!.AsObject();
+        cfg["_name_or_path"] = "test/source";
+        cfg["text_config"]!["rope_scaling"] = null;
+        cfg["text_config"]!["initializer_range"] = 0.02;
+        File.WriteAllText(cfgPath, cfg.ToJsonString());
         vla = Vla.Load(Path.Combine(dir, "model"));
         // Random init leaves biases at 0 and norm weights at 1; perturb them so the export of each is really checked.
         using (no_grad())
@@ -44,25 +51,55 @@ public abstract class OnnxExportFixture
             TestContext.Out.WriteLine($"  {row.Item,-12} prefill {row.PrefillMaxAbsDiff:E2}  decode({row.DecodeSteps}) {row.DecodeMaxAbsDiff:E2}  same tokens {row.TokensIdentical}  '{row.TorchCaption}' / '{row.OnnxCaption}'");
     }
 
+    private System.Text.Json.Nodes.JsonNode Json(string file) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(exportDir, file)))!;
+
     [Test]
-    public void Export_writes_the_community_layout_and_a_self_contained_folder()
+    public void Export_writes_the_layout_Transformers_js_loads()
     {
-        foreach (var f in new[] { "vision_encoder.onnx", "embed_tokens.onnx", "decoder_model.onnx", "vlatune_onnx.json", "config.json",
-                     "preprocessor_config.json", "tokenizer_config.json", "vocab.txt" })
+        foreach (var f in new[] { "onnx/vision_encoder.onnx", "onnx/embed_tokens.onnx", "onnx/decoder_model_merged.onnx", "vlatune_onnx.json", "config.json",
+                     "preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "vocab.txt" })
             Assert.That(File.Exists(Path.Combine(exportDir, f)), f);
-        var model = Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(exportDir, "decoder_model.onnx")));
+        Assert.That(File.Exists(Path.Combine(exportDir, "decoder_model.onnx")), Is.False);
+        var model = Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(exportDir, "onnx", "decoder_model_merged.onnx")));
         Assert.That(model.IrVersion, Is.EqualTo(8));
         Assert.That(model.OpsetImport.Single().Version, Is.EqualTo(17));
         var inputs = model.Graph.Input.Select(i => i.Name).ToList();
         Assert.That(inputs.Take(3), Is.EqualTo(new[] { "inputs_embeds", "attention_mask", "position_ids" }));
         Assert.That(inputs, Does.Contain("past_key_values.1.value"));
         Assert.That(model.Graph.Output.Select(o => o.Name), Is.EquivalentTo(new[] { "logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value" }));
+        // Transformers.js builds the empty first-step past from this shape: batch_size → the batch, other names → 0.
         var past = model.Graph.Input.Single(i => i.Name == "past_key_values.0.key").Type.TensorType.Shape.Dim;
-        Assert.That(past.Select(d => d.DimParam), Is.EqualTo(new[] { "batch", "", "past_sequence_length", "" }));
+        Assert.That(past.Select(d => d.DimParam), Is.EqualTo(new[] { "batch_size", "", "past_sequence_length", "" }));
         Assert.That(past[1].DimValue, Is.EqualTo(vla.Config.Text.NumKeyValueHeads));
+        foreach (var g in new[] { "vision_encoder", "embed_tokens", "decoder_model_merged" })
+        {
+            var graph = Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(exportDir, "onnx", g + ".onnx"))).Graph;
+            Assert.That(graph.Input.Concat(graph.Output).Select(v => v.Type.TensorType.Shape.Dim[0].DimParam).Distinct(), Is.EqualTo(new[] { "batch_size" }), g);
+        }
         Assert.That(model.Graph.Node.Select(n => n.OpType).Distinct(), Does.Not.Contain("Attention").And.Not.Contain("RMSNormalization"));
+
+        var config = Json("config.json");
+        Assert.That(config["_name_or_path"]!.GetValue<string>(), Is.EqualTo("test/source"));
+        Assert.That(config["text_config"]!.AsObject().ContainsKey("rope_scaling"));
+        Assert.That(config["text_config"]!["initializer_range"]!.GetValue<double>(), Is.EqualTo(0.02));
+        Assert.That(config["text_config"]!["num_hidden_layers"]!.GetValue<int>(), Is.EqualTo(vla.Config.Text.NumHiddenLayers));
+        Assert.That(config.AsObject().ContainsKey("transformers.js_config"), Is.False, "no external data, nothing to declare");
+        Assert.That(Json("preprocessor_config.json")["processor_class"]!.GetValue<string>(), Is.EqualTo("LlavaProcessor"));
+        var processor = Json("processor_config.json");
+        Assert.That(processor["image_token"]!.GetValue<string>(), Is.EqualTo("<image>"));
+        int perSide = vla.Config.Vision.ImageSize / processor["patch_size"]!.GetValue<int>();
+        Assert.That(perSide * perSide + processor["num_additional_image_tokens"]!.GetValue<int>(), Is.EqualTo(vla.Config.ImageSeqLength));
+        var tc = Json("tokenizer_config.json");
+        Assert.That(tc["padding_side"]!.GetValue<string>(), Is.EqualTo("left"));
+        Assert.That(tc["chat_template"]!.GetValue<string>(), Does.Contain("add_generation_prompt"));
+        var gen = Json("generation_config.json");
+        Assert.That(gen["eos_token_id"]!.GetValue<int>(), Is.EqualTo(vla.Tokenizer.EosId));
+        Assert.That(gen["suppress_tokens"]!.AsArray().Select(x => x!.GetValue<int>()),
+            Is.EquivalentTo(new[] { vla.Tokenizer.ImageTokenId, vla.Tokenizer.PadId, vla.Tokenizer.BosId }.Where(t => t != vla.Tokenizer.EosId).Distinct()));
         using var onnx = OnnxVla.Load(exportDir);
         Assert.That(onnx.Info.ImageSeqLength, Is.EqualTo(vla.Config.ImageSeqLength));
+        Assert.That(onnx.Tokenizer.TokenizerJson, Is.Not.Null, "the export's tokenizer is its tokenizer.json");
+        Assert.That(onnx.Prompts.Ids("describe the image."), Is.EqualTo(vla.PromptIds("describe the image.")));
     }
 
     [Test]
@@ -98,7 +135,7 @@ public abstract class OnnxExportFixture
         using var batch = vla.Batch(ids, [Image(7), Image(8)]);
         var options = new GenerationOptions(MaxNewTokens: 8, NumBeams: 3);
         var torchOut = new TextGenerator(vla).Generate(batch, options);
-        var onnxOut = onnx.Generate(batch, options);
+        var onnxOut = new TextGenerator(onnx).Generate(batch, options);
         for (int i = 0; i < 2; i++)
         {
             TestContext.Out.WriteLine($"beam row {i}: '{torchOut[i].Text}' / '{onnxOut[i].Text}'");
@@ -118,8 +155,8 @@ public abstract class OnnxExportFixture
             bmp.Encode(f, SkiaSharp.SKEncodedImageFormat.Png, 100);
         }
         using var onnx = OnnxVla.Load(exportDir);
-        var onnxOut = onnx.Caption([png], null, GenerationOptions.Greedy(10));
-        using var batch = vla.Batch([vla.PromptIds(onnx.CaptionPrompt)], [vla.Images.Load(png)]);
+        var onnxOut = new Captioner(onnx, onnx.Images).CaptionFiles([png], null, GenerationOptions.Greedy(10)).Select(r => r.Caption!).ToList();
+        using var batch = vla.Batch([vla.PromptIds(onnx.Prompts.CaptionPrompt)], [vla.Images.Load(png)]);
         var torchOut = new TextGenerator(vla).Generate(batch, GenerationOptions.Greedy(10));
         Assert.That(onnxOut.Single().Tokens, Is.EqualTo(torchOut.Single().Tokens));
         Assert.That(onnxOut.Single().Text, Is.EqualTo(torchOut.Single().Text));
@@ -138,16 +175,33 @@ public class ClipLlamaOnnxExportTests : OnnxExportFixture
         var ext = Path.Combine(dir, "onnx-external");
         var result = OnnxExporter.Export(vla, ext, externalThreshold: 4_000);
         Assert.That(result.ExternalData);
-        foreach (var g in new[] { "vision_encoder.onnx", "embed_tokens.onnx", "decoder_model.onnx" })
+        var declared = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ext, "config.json")))!["transformers.js_config"]!["use_external_data_format"]!.AsObject();
+        foreach (var g in new[] { "vision_encoder.onnx", "embed_tokens.onnx", "decoder_model_merged.onnx" })
         {
-            Assert.That(File.Exists(Path.Combine(ext, g + ".data")), g + ".data");
-            var model = Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(ext, g)));
-            Assert.That(model.Graph.Initializer.Any(t => t.DataLocation == Onnx.TensorProto.Types.DataLocation.External));
-            Assert.That(new FileInfo(Path.Combine(ext, g)).Length, Is.LessThan(new FileInfo(Path.Combine(exportDir, g)).Length));
+            // Transformers.js fetches "<graph>.onnx_data" for each graph config.json declares.
+            Assert.That(File.Exists(Path.Combine(ext, "onnx", g + "_data")), g + "_data");
+            Assert.That(declared[g]!.GetValue<int>(), Is.EqualTo(1), g);
+            var model = Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(ext, "onnx", g)));
+            Assert.That(model.Graph.Initializer.Where(t => t.DataLocation == Onnx.TensorProto.Types.DataLocation.External)
+                .Select(t => t.ExternalData.Single(e => e.Key == "location").Value).Distinct(), Is.EqualTo(new[] { g + "_data" }));
+            Assert.That(new FileInfo(Path.Combine(ext, "onnx", g)).Length, Is.LessThan(new FileInfo(Path.Combine(exportDir, "onnx", g)).Length));
         }
         var r = ExportVerifier.Verify(vla, ext, [Image(9)], "describe the image.", decodeSteps: 4);
         Report("external data", r);
         Assert.That(r.Passed);
+    }
+
+    [Test]
+    public void Graph_paths_outside_the_export_folder_are_refused()
+    {
+        var copy = Path.Combine(dir, "onnx-copy");
+        Directory.CreateDirectory(copy);
+        foreach (var f in Directory.GetFiles(exportDir)) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
+        var info = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(copy, OnnxExporter.InfoFile)))!;
+        info["graphs"]!["decoder"] = "../elsewhere/decoder_model_merged.onnx";
+        File.WriteAllText(Path.Combine(copy, OnnxExporter.InfoFile), info.ToJsonString());
+        var e = Assert.Throws<BadInputException>(() => OnnxVla.Load(copy))!;
+        Assert.That(e.Message, Does.Contain("graphs.decoder").And.Contain(OnnxExporter.InfoFile));
     }
 
     [Test]
@@ -177,7 +231,7 @@ public class SiglipQwen2OnnxExportTests : OnnxExportFixture
     [Test]
     public void Qwen2_biases_are_exported()
     {
-        var model = Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(exportDir, "decoder_model.onnx")));
+        var model = Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(exportDir, "onnx", "decoder_model_merged.onnx")));
         Assert.That(model.Graph.Initializer.Select(t => t.Name), Does.Contain("language_model.model.layers.0.self_attn.q_proj.bias"));
         // SigLIP with "full": every patch is an image token (no CLS to drop).
         Assert.That(vla.Config.ImageSeqLength, Is.EqualTo(16));

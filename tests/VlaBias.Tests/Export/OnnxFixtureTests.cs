@@ -9,7 +9,8 @@ namespace VlaBias.Tests.Export;
 
 /// <summary>
 /// A small committed export (Fixtures/onnx/clip-llama-tiny, CLIP + Llama with GQA) with TorchSharp's logits for a
-/// left-padded two-image batch. The same files pass Debian's ONNX 1.12 checker:
+/// left-padded two-image batch. It is in the layout exports had before the Transformers.js one (graphs beside
+/// config.json, decoder_model.onnx, a vocab.txt tokenizer), which OnnxVla and `vlatune caption --engine onnx` still read. The same files pass Debian's ONNX 1.12 checker:
 /// <c>/usr/bin/python3 tools/reference/check_onnx.py tests/VlaBias.Tests/Fixtures/onnx</c>.
 /// </summary>
 public class OnnxFixtureTests
@@ -24,7 +25,7 @@ public class OnnxFixtureTests
         using var scope = NewDisposeScope();
         using var onnx = OnnxVla.Load(Fixture);
         var expected = SafeTensors.Load(Path.Combine(Fixture, "expected.safetensors"));
-        using var batch = new PromptBatch(expected["input_ids"], expected["attention_mask"], expected["pixel_values"]);
+        using var batch = new Batch(expected["input_ids"], expected["attention_mask"], expected["pixel_values"]);
         var logits = onnx.Logits(batch);
         float diff = (logits - expected["logits"]).abs().max().item<float>();
         TestContext.Out.WriteLine($"{Name}: max |Δlogit| ONNX Runtime vs committed TorchSharp logits = {diff:E2}");
@@ -52,7 +53,7 @@ public class OnnxFixtureTests
             using var _ = no_grad();
             manual_seed(1);
             using var batch = vla.Batch([vla.PromptIds("describe the image."), vla.PromptIds("is the person a chef ?")], [randn(3, 32, 32), randn(3, 32, 32)]);
-            var logits = vla.Model.Forward(batch.InputIds, batch.Pixels, batch.Mask);
+            var logits = vla.Model.call(batch.Input()).Logits!;
             SafeTensors.Save(Path.Combine(outDir, "expected.safetensors"), new Dictionary<string, Tensor>
             {
                 ["input_ids"] = batch.InputIds, ["attention_mask"] = batch.Mask, ["pixel_values"] = batch.Pixels!, ["logits"] = logits,

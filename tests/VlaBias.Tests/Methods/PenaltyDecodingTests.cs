@@ -23,7 +23,7 @@ public class PenaltyDecodingTests
     [OneTimeTearDown]
     public void Clean() => Directory.Delete(dir, true);
 
-    private PromptBatch Batch()
+    private Batch Batch()
     {
         manual_seed(21);
         return vla.Batch([vla.PromptIds("describe the image."), vla.PromptIds("describe the image."), vla.PromptIds("is the person friendly ?")],
@@ -76,17 +76,17 @@ public class PenaltyDecodingTests
     public void Prompt_prefix_goes_before_the_prompt_and_unknown_words_are_reported()
     {
         var plain = vla.PromptIds("describe the image.");
-        vla.PromptPrefix = "the person";
+        vla.Prompts = vla.Prompts with { Prefix = "the person" };
         try
         {
             var prefixed = vla.PromptIds("describe the image.");
             Assert.That(prefixed.Length, Is.EqualTo(plain.Length + 2));
         }
-        finally { vla.PromptPrefix = null; }
+        finally { vla.Prompts = vla.Prompts with { Prefix = null }; }
         Assert.That(Interventions.UnknownWords(vla, "the person is unknowable"), Is.EqualTo(new[] { "unknowable" }));
         var applied = new Interventions { Fairness = true }.Apply(vla);
-        Assert.That(vla.PromptPrefix, Is.EqualTo(Interventions.FairnessInstruction));
+        Assert.That(vla.Prompts.Prefix, Is.EqualTo(Interventions.FairnessInstruction));
         applied.Dispose();
-        Assert.That(vla.PromptPrefix, Is.Null);
+        Assert.That(vla.Prompts.Prefix, Is.Null);
     }
 }

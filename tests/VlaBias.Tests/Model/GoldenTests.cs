@@ -23,7 +23,8 @@ public class GoldenTests
         var inputs = SafeTensors.Load(Path.Combine(dir, "inputs.safetensors"));
         var expected = SafeTensors.Load(Path.Combine(dir, expectedFile));
         using var _ = no_grad();
-        var logits = model.Forward(inputs["input_ids"], inputs["pixel_values"], inputs["attention_mask"], inputs["position_ids"]).to_type(ScalarType.Float32);
+        var logits = model.call(new ModelInput { InputIds = inputs["input_ids"], Pixels = inputs["pixel_values"], Mask = inputs["attention_mask"], Positions = inputs["position_ids"] })
+            .Logits!.to_type(ScalarType.Float32);
         var real = inputs["attention_mask"].to_type(ScalarType.Bool).unsqueeze(-1);
         var diff = (logits - expected["logits"].to_type(ScalarType.Float32)).abs().masked_fill(real.logical_not(), 0);
         var feats = model.ImageFeatures(inputs["pixel_values"]).to_type(ScalarType.Float32);

@@ -76,8 +76,8 @@ public class ModelBehaviourTests
         vla.Model.SavePretrained(again);
         var reloaded = VlaBias.Model.LlavaModel.FromPretrained(again);
         using var batch = vla.Batch([vla.PromptIds("describe the image.")], [Image(1)]);
-        var a = vla.Model.Forward(batch.InputIds, batch.Pixels, batch.Mask);
-        var b = reloaded.Forward(batch.InputIds, batch.Pixels, batch.Mask);
+        var a = vla.Model.call(batch.Input()).Logits!;
+        var b = reloaded.call(batch.Input()).Logits!;
         Assert.That(a.shape, Is.EqualTo(b.shape));
         Assert.That((a - b).abs().max().ToSingle(), Is.EqualTo(0f));
     }
@@ -86,11 +86,12 @@ public class ModelBehaviourTests
     public void MinNewTokens_forces_the_length_and_changes_nothing_before_the_stop()
     {
         var gen = new TextGenerator(vla);
+        var recompute = new TextGenerator(new RecomputeEngine(vla));
         using var batch = vla.Batch([vla.PromptIds("describe the image."), vla.PromptIds("is the person friendly ?")], [Image(2), Image(3)]);
         var free = gen.Generate(batch, new GenerationOptions(10));
         foreach (bool cache in new[] { true, false })
         {
-            var forced = gen.Generate(batch, new GenerationOptions(10, UseCache: cache, MinNewTokens: 10));
+            var forced = (cache ? gen : recompute).Generate(batch, new GenerationOptions(10, MinNewTokens: 10));
             for (int r = 0; r < 2; r++)
             {
                 Assert.That(forced[r].Tokens, Has.Length.EqualTo(10), $"row {r} cache {cache}");
@@ -104,10 +105,9 @@ public class ModelBehaviourTests
     [Test]
     public void Greedy_with_kv_cache_equals_recomputation()
     {
-        var gen = new TextGenerator(vla);
         using var batch = vla.Batch([vla.PromptIds("describe the image."), vla.PromptIds("is the person friendly ?")], [Image(2), Image(3)]);
-        var cached = gen.Generate(batch, new GenerationOptions(12, UseCache: true));
-        var plain = gen.Generate(batch, new GenerationOptions(12, UseCache: false));
+        var cached = new TextGenerator(vla).Generate(batch, new GenerationOptions(12));
+        var plain = new TextGenerator(new RecomputeEngine(vla)).Generate(batch, new GenerationOptions(12));
         for (int r = 0; r < 2; r++)
         {
             Assert.That(cached[r].Tokens, Is.EqualTo(plain[r].Tokens), $"row {r}");

@@ -31,7 +31,7 @@ public class SteeringTests
         manual_seed(11);
         var images = new[] { randn(3, 32, 32), randn(3, 32, 32) };
         using var batch = vla.Batch([vla.PromptIds("describe the image."), vla.PromptIds("is the person friendly ?")], images);
-        return vla.Model.Forward(batch.InputIds, batch.Pixels, batch.Mask).detach();
+        return vla.Model.call(batch.Input()).Logits!.detach();
     }
 
     private SteeringVectors Vectors(Func<Tensor> make) =>

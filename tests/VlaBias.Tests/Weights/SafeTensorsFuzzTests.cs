@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace VlaBias.Tests.Weights;
 
-/// <summary>The reader of untrusted files, fuzzed (SPEC §10): damage either reads or is BadInputException, nothing else.</summary>
+/// <summary>The reader of untrusted files, fuzzed: damage either reads or is BadInputException, nothing else.</summary>
 public class SafeTensorsFuzzTests
 {
     private const int Iterations = 3000;

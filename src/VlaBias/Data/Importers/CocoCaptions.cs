@@ -52,7 +52,7 @@ public static class CocoCaptions
                 var captions = caps.TryGetValue(id, out var l) ? l : [];
                 items.Add(new ManifestItem
                 {
-                    Id = $"coco-{id}", Image = image, Split = "", Captions = captions,
+                    Id = $"coco-{id}", Image = image, Split = null, Captions = captions,
                     Attributes = new ItemAttributes { Gender = GenderOfCaptions(captions, men, women) },
                 });
             }
@@ -69,7 +69,7 @@ public static class CocoCaptions
         return (L("man"), L("woman"));
     }
 
-    public static string GenderOfCaptions(IEnumerable<string> captions, HashSet<string> men, HashSet<string> women)
+    public static Gender GenderOfCaptions(IEnumerable<string> captions, HashSet<string> men, HashSet<string> women)
     {
         bool m = false, w = false;
         foreach (var c in captions)
@@ -77,6 +77,6 @@ public static class CocoCaptions
             {
                 m |= men.Contains(word); w |= women.Contains(word);
             }
-        return m == w ? "unclear" : m ? "man" : "woman";
+        return m == w ? Gender.Unclear : m ? Gender.Man : Gender.Woman;
     }
 }

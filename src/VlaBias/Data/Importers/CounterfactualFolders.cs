@@ -20,13 +20,14 @@ public static class CounterfactualFolders
             foreach (var f in files)
             {
                 var stem = Path.GetFileNameWithoutExtension(f);
-                var g = DatasetImport.Gender(stem);
-                if (g is null) { problems.Add($"{sceneName}/{Path.GetFileName(f)}: file name '{stem}' is not a gender value (expected man, woman, male, female or unclear)"); continue; }
+                var gender = DatasetImport.Gender(stem);
+                if (gender is not { } parsed) { problems.Add($"{sceneName}/{Path.GetFileName(f)}: file name '{stem}' is not a gender value (expected man, woman, male, female or unclear)"); continue; }
+                string g = parsed.Name();
                 if (!genders.Add(g)) { problems.Add($"{sceneName}/{Path.GetFileName(f)}: a second '{g}' image in the scene"); continue; }
                 items.Add(new ManifestItem
                 {
                     Id = $"{ImportContext.IdOf("cf", sceneName)}-{g}", Image = Path.GetRelativePath(ctx.ManifestDir, Path.GetFullPath(f)).Replace('\\', '/'),
-                    Split = "", Pair = sceneName, Attributes = new ItemAttributes { Gender = g },
+                    Split = null, Pair = sceneName, Attributes = new ItemAttributes { Gender = parsed },
                 });
             }
             if (files.Count > 0 && genders.Count < 2) problems.Add($"{sceneName}: a counterfactual scene needs at least two images of different genders");

@@ -1,4 +1,4 @@
-// `vlatune data import` (SPEC §5.3): a data set in its own layout → a manifest (§5.1). Images are referenced, not
+// `vlatune data import`: a data set in its own layout → a manifest (Data/Manifest.cs). Images are referenced, not
 // copied: manifest paths are relative to the manifest's folder. Each importer reads its format and reports every bad
 // row with its line number (or file name) in one BadInputException; this file holds what they share: options,
 // gender labels, split assignment (items sharing a pair stay together), probe questions, and the write.
@@ -63,11 +63,11 @@ public static class DatasetImport
     }
 
     /// <summary>man | woman | unclear for the labels data sets use; null when the label is not a gender.</summary>
-    public static string? Gender(string label) => label.Trim().ToLowerInvariant() switch
+    public static Gender? Gender(string label) => label.Trim().ToLowerInvariant() switch
     {
-        "man" or "male" or "m" or "men" or "boy" => "man",
-        "woman" or "female" or "f" or "women" or "girl" => "woman",
-        "unclear" or "person" or "neutral" or "unknown" or "nonbinary" or "non-binary" => "unclear",
+        "man" or "male" or "m" or "men" or "boy" => Data.Gender.Man,
+        "woman" or "female" or "f" or "women" or "girl" => Data.Gender.Woman,
+        "unclear" or "person" or "neutral" or "unknown" or "nonbinary" or "non-binary" => Data.Gender.Unclear,
         _ => null,
     };
 
@@ -75,13 +75,14 @@ public static class DatasetImport
     /// Items that name their own split keep it.</summary>
     public static List<ManifestItem> AssignSplits(List<ManifestItem> items, ImportOptions o)
     {
-        var groups = items.Where(i => i.Split.Length == 0).Select(i => i.Pair ?? "\0" + i.Id).Distinct().OrderBy(g => g, StringComparer.Ordinal).ToList();
+        var groups = items.Where(i => i.Split is null).Select(i => i.Pair ?? "\0" + i.Id).Distinct().OrderBy(g => g, StringComparer.Ordinal).ToList();
         var rng = new Random(unchecked((int)o.Seed));
         for (int i = groups.Count - 1; i > 0; i--) { int j = rng.Next(i + 1); (groups[i], groups[j]) = (groups[j], groups[i]); }
         int nVal = (int)Math.Round(groups.Count * o.SplitVal), nTest = (int)Math.Round(groups.Count * o.SplitTest);
-        var split = new Dictionary<string, string>();
-        for (int i = 0; i < groups.Count; i++) split[groups[i]] = i < nVal ? "val" : i < nVal + nTest ? "test" : o.RestSplit;
-        return items.Select(i => i.Split.Length > 0 ? i : i with { Split = split[i.Pair ?? "\0" + i.Id] }).ToList();
+        var rest = ManifestValues.ParseSplit(o.RestSplit, "--rest-split");
+        var split = new Dictionary<string, Split>();
+        for (int i = 0; i < groups.Count; i++) split[groups[i]] = i < nVal ? Data.Split.Val : i < nVal + nTest ? Data.Split.Test : rest;
+        return items.Select(i => i.Split is not null ? i : i with { Split = split[i.Pair ?? "\0" + i.Id] }).ToList();
     }
 }
 

@@ -24,8 +24,8 @@ public static class FairFace
             if (image is null) continue;
             items.Add(new ManifestItem
             {
-                Id = ImportContext.IdOf("fairface", file), Image = image, Split = "",
-                Attributes = new ItemAttributes { Gender = g, Race = hasRace ? r.Fields[race].Trim() : null, Age = hasAge ? r.Fields[age].Trim() : null },
+                Id = ImportContext.IdOf("fairface", file), Image = image, Split = null,
+                Attributes = new ItemAttributes { Gender = g.Value, Race = hasRace ? r.Fields[race].Trim() : null, Age = hasAge ? r.Fields[age].Trim() : null },
             });
         }
         ctx.ThrowIf(problems, ctx.Source);

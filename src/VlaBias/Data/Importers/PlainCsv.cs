@@ -25,7 +25,7 @@ public static class PlainCsv
             var caption = Get(r, "caption");
             if (byImage.TryGetValue(file, out var seen))
             {
-                if (seen.Attributes.Gender != g) problems.Add($"{where}: field 'gender': '{g}' differs from an earlier row of {file}");
+                if (seen.Attributes.Gender != g) problems.Add($"{where}: field 'gender': '{g.Value.Name()}' differs from an earlier row of {file}");
                 if (caption is not null) byImage[file] = seen with { Captions = seen.Captions.Append(caption).ToList() };
                 continue;
             }
@@ -33,9 +33,9 @@ public static class PlainCsv
             if (image is null) continue;
             byImage[file] = new ManifestItem
             {
-                Id = Get(r, "id") ?? ImportContext.IdOf("csv", file), Image = image, Split = split ?? "",
+                Id = Get(r, "id") ?? ImportContext.IdOf("csv", file), Image = image, Split = split is null ? null : ManifestValues.ParseSplit(split),
                 Captions = caption is null ? [] : [caption], Pair = Get(r, "pair"), Context = Get(r, "context"), Role = Get(r, "role"),
-                Attributes = new ItemAttributes { Gender = g, Race = Get(r, "race"), Age = Get(r, "age") },
+                Attributes = new ItemAttributes { Gender = g.Value, Race = Get(r, "race"), Age = Get(r, "age") },
             };
             order.Add(file);
         }

@@ -26,8 +26,8 @@ public static class UtkFace
             items.Add(new ManifestItem
             {
                 Id = ImportContext.IdOf("utkface", rel),
-                Image = Path.GetRelativePath(ctx.ManifestDir, path).Replace('\\', '/'), Split = "",
-                Attributes = new ItemAttributes { Gender = parts[1] == "0" ? "man" : "woman", Race = Races[race], Age = age.ToString() },
+                Image = Path.GetRelativePath(ctx.ManifestDir, path).Replace('\\', '/'), Split = null,
+                Attributes = new ItemAttributes { Gender = parts[1] == "0" ? Gender.Man : Gender.Woman, Race = Races[race], Age = age.ToString() },
             });
         }
         ctx.ThrowIf(problems, ctx.Source);

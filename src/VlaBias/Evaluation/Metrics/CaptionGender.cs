@@ -28,7 +28,7 @@ public sealed record CaptionGenderResult(double ErrorRate, double Accuracy, doub
 
 /// <summary>
 /// Caption gender metrics of Hendricks/Burns et al. 2018, "Women also Snowboard: Overcoming Bias in Captioning
-/// Models" (ECCV; kayburns/women-snowboard data_analysis_base.py), SPEC §7.1.
+/// Models" (ECCV; kayburns/women-snowboard data_analysis_base.py).
 /// <para>
 /// A caption is <c>Man</c> if its tokens contain a masculine word and no feminine word, <c>Woman</c> in the
 /// mirror case, <c>Neutral</c> if it contains a neutral word (e.g. "person") and no gendered word, and <c>Other</c>

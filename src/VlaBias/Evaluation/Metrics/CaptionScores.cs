@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>
-/// The pycocoevalcap caption scores of one evaluated set (SPEC §7.2), on pycocoevalcap's 0–1 scale (CIDEr-D 0–10):
+/// The pycocoevalcap caption scores of one evaluated set, on pycocoevalcap's 0–1 scale (CIDEr-D 0–10):
 /// metrics.json keys <c>bleu_1</c> … <c>bleu_4</c>, <c>rouge_l</c>, <c>cider_d</c>.
 /// </summary>
 public sealed record CaptionScores(double Bleu1, double Bleu2, double Bleu3, double Bleu4, double RougeL, double CiderD)

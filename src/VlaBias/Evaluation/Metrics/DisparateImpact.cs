@@ -12,7 +12,7 @@ public sealed record DisparateImpactResult(IReadOnlyDictionary<string, IReadOnly
                                            bool FailsFourFifthsRule);
 
 /// <summary>
-/// Disparate impact of role predictions (SPEC §7.1). For each role, the selection rate of each group is
+/// Disparate impact of role predictions. For each role, the selection rate of each group is
 /// P(role predicted | group) over all items of that group; the role's ratio is min over groups / max over groups
 /// (Fairlearn's demographic_parity_ratio; with two groups it is AIF360's disparate_impact taken ≤ 1). The result is
 /// the smallest ratio over roles, flagged when below 0.8 (the "four-fifths rule", US EEOC Uniform Guidelines 1978,

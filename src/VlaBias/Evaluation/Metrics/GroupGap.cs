@@ -21,7 +21,7 @@ public sealed record AttributeGap(double Gap, double PValue, double AdjustedPVal
 public sealed record GroupGapResult(IReadOnlyDictionary<string, AttributeGap> PerAttribute, double MeanAbs, int SignificantCount);
 
 /// <summary>
-/// Group gap (SPEC §7.1): for each probe attribute, mean p_yes over woman images − mean p_yes over man images;
+/// Group gap: for each probe attribute, mean p_yes over woman images − mean p_yes over man images;
 /// each gap tested with a two-sided permutation test (<see cref="PermutationTest"/>), the p-values Holm-corrected
 /// across attributes (<see cref="Holm"/>) and counted significant at α = 0.05. metrics.json keys
 /// <c>group_gap.mean_abs</c> and <c>group_gap.significant_count</c>.

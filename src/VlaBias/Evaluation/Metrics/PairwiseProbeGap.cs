@@ -10,7 +10,7 @@ namespace VlaBias.Evaluation.Metrics;
 public sealed record ProbePair(string PairId, string Attribute, double PYesA, double PYesB);
 
 /// <summary>
-/// Pairwise probe gap, the primary bias metric (SPEC §7.1): mean over (counterfactual pair, probe attribute) of
+/// Pairwise probe gap, the primary bias metric: mean over (counterfactual pair, probe attribute) of
 /// |p_yes(x) − p_yes(x′)|. metrics.json keys <c>pairwise_probe_gap.train</c> and <c>pairwise_probe_gap.test</c>
 /// (call once with the train attributes and once with the held-out test attributes). 0 means the answers never
 /// depend on the protected attribute.

@@ -12,7 +12,7 @@ public sealed record RoleAccuracyResult(double AccuracyStereotypical, double Acc
                                         int NStereotypical, int NCounter);
 
 /// <summary>
-/// Role bias (SPEC §7.1): accuracy of the role word on images whose person fits the role's gender stereotype versus
+/// Role bias: accuracy of the role word on images whose person fits the role's gender stereotype versus
 /// images that run against it, and the gap (stereotypical − counter). A model that reads roles from gender rather than
 /// from the held item shows a positive gap. Same construction as the stereotypical / anti-stereotypical splits of
 /// WinoBias (Zhao et al. 2018) and the gender-gap of VisoGender (Hall et al. 2023), applied to role words.

@@ -5,7 +5,7 @@ using System.Text.Json.Nodes;
 
 namespace VlaBias.Bench;
 
-public sealed record Samples(double[] Values)
+public sealed record Timings(double[] Values)
 {
     public double Median
     {
@@ -21,7 +21,7 @@ public sealed record Samples(double[] Values)
     public double Noise => Median > 0 ? (Max - Min) / Median : 0;
 
     /// <summary>Runs <paramref name="action"/> warmup + repeats times and keeps the wall time in ms of the last <paramref name="repeats"/>.</summary>
-    public static Samples TimeMs(int warmup, int repeats, Action action)
+    public static Timings TimeMs(int warmup, int repeats, Action action)
     {
         for (int i = 0; i < warmup; i++) action();
         var values = new double[Math.Max(1, repeats)];
@@ -31,7 +31,7 @@ public sealed record Samples(double[] Values)
             action();
             values[i] = sw.Elapsed.TotalMilliseconds;
         }
-        return new Samples(values);
+        return new Timings(values);
     }
 
     public JsonObject ToJson() => new()
@@ -40,7 +40,7 @@ public sealed record Samples(double[] Values)
         ["samples"] = new JsonArray(Values.Select(v => (JsonNode)Round(v)).ToArray()),
     };
 
-    public static Samples FromJson(JsonNode? node) =>
+    public static Timings FromJson(JsonNode? node) =>
         new(node?["samples"]?.AsArray().Select(v => v!.GetValue<double>()).ToArray() ?? []);
 
     public static double Round(double v, int digits = 4) => double.IsFinite(v) ? Math.Round(v, digits) : 0;

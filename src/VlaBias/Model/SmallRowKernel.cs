@@ -9,83 +9,25 @@
 // sequential stream the prefetcher follows; interleaving 4 rows of 2 KB halved the bandwidth).
 // Threads: outside a generation it runs on the calling thread and only up to 8 rows; splitting it over a second thread
 // while libtorch's OpenMP threads own the cores made decode steps slower (9 → 12–45 ms), and one thread already beats
-// libtorch's two there (57 bench-size weights at one row: ~7 ms against ~11 ms). During the steps of a generation
-// (Decoding) libtorch runs on one thread and this kernel takes every linear of up to 64 rows on all cores.
+// libtorch's two there (57 bench-size weights at one row: ~7 ms against ~11 ms). In decode mode (LinearKernels.Decoding)
+// libtorch runs on one thread and this kernel takes every linear of up to 64 rows on all cores (a SpinPool).
 //
-// Used only when no autograd graph is needed (no input requires a gradient, or grad mode is off), for contiguous fp32
-// CPU weights, and where Vector512 is hardware-accelerated; everything else goes to nn.functional.linear, which is
-// also the reference the tests compare with (odd K, N and M tails, bias, views). VLATUNE_SMALL_LINEAR=0 turns it off.
+// This file is only the arithmetic; which calls it takes is decided by LinearKernels (no autograd graph needed,
+// contiguous fp32 CPU weights, Vector512 hardware-accelerated, few enough rows). nn.functional.linear is the reference
+// the tests compare it with (odd K, N and M tails, bias, views).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace VlaBias.Model;
 
-public static class SmallLinear
+internal static class SmallRowKernel
 {
-    /// <summary>Rows of x up to which the kernel is used: 8 on one thread (libtorch's GEMM on two is faster above), 64 in decode mode.</summary>
-    public static int MaxRows => decoding ? DecodeMaxRows : 8;
-
-    /// <summary>Off with VLATUNE_SMALL_LINEAR=0, or where AVX-512 is not available.</summary>
-    public static bool Enabled { get; set; } =
-        Vector512.IsHardwareAccelerated && Environment.GetEnvironmentVariable("VLATUNE_SMALL_LINEAR") != "0";
-
-    /// <summary>The module applied to x: this kernel when it applies to a plain Linear, otherwise <c>module.call(x)</c>.</summary>
-    public static Tensor Call(nn.Module<Tensor, Tensor> module, Tensor x) =>
-        module is Linear lin && Applies(x, lin.weight!, lin.bias) ? Forward(x, lin.weight!, lin.bias) : module.call(x);
-
-    /// <summary>Rows of a decode step up to which <see cref="Decoding"/> switches to decode mode.</summary>
-    public const int DecodeMaxRows = 64;
-
-    private static bool decoding;
-    private static SpinPool? pool;
-
     /// <summary>
-    /// Decode mode for the steps of a generation with <paramref name="rows"/> sequences (disposing the result ends it):
-    /// libtorch runs on one thread, and this kernel takes every linear of up to DecodeMaxRows rows and splits it over
-    /// the intra-op thread count with its own spinning workers. A decode step is almost all linears of few rows; the
-    /// rest (norms, rotary, attention over the cache) is too small for libtorch to parallelise anyway. Measured on the
-    /// bench sizes (2 cores): a batch-32 step 41–45 → 29–33 ms, a batch-1 step 9–13 → 7.5–8 ms. No-op when the kernel
-    /// is off, there is one thread, there are more rows, or decode mode is already on.
+    /// x [.., K] · Wᵀ (+ b) → [.., N], split over <paramref name="pool"/>'s threads when one is given; the caller has
+    /// checked <see cref="LinearKernels.Applies"/> (contiguous fp32 CPU weights).
     /// </summary>
-    public static IDisposable Decoding(long rows)
-    {
-        int threads = get_num_threads();
-        if (!Enabled || threads <= 1 || rows > DecodeMaxRows || decoding) return new DecodeScope(0);
-        pool ??= new SpinPool(Math.Min(threads, Environment.ProcessorCount) - 1);
-        set_num_threads(1);
-        decoding = true;
-        return new DecodeScope(threads);
-    }
-
-    /// <summary>Ends decode mode and gives libtorch back its <paramref name="threads"/> (0: nothing to end).</summary>
-    private sealed class DecodeScope(int threads) : IDisposable
-    {
-        public void Dispose()
-        {
-            if (threads == 0) return;
-            decoding = false;
-            set_num_threads(threads);
-            threads = 0;
-        }
-    }
-
-    public static bool Applies(Tensor x, Tensor w, Tensor? b)
-    {
-        if (!Enabled || w.dim() != 2 || x.dim() < 1) return false;
-        if (x.dtype != ScalarType.Float32 || w.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU || w.device_type != DeviceType.CPU) return false;
-        if (!w.is_contiguous() || b is not null && (b.dtype != ScalarType.Float32 || !b.is_contiguous() || b.device_type != DeviceType.CPU)) return false;
-        long k = w.shape[1];
-        if (k == 0 || x.shape[^1] != k) return false; // nn.functional.linear reports the mismatch
-        long m = x.numel() / k;
-        if (m < 1 || m > MaxRows) return false;
-        return !is_grad_enabled() || !(x.requires_grad || w.requires_grad || b is not null && b.requires_grad);
-    }
-
-    /// <summary>x [.., K] · Wᵀ (+ b) → [.., N]; the caller has checked <see cref="Applies"/>.</summary>
-    public static unsafe Tensor Forward(Tensor x, Tensor w, Tensor? b)
+    public static unsafe Tensor Forward(Tensor x, Tensor w, Tensor? b, SpinPool? pool = null)
     {
         long n = w.shape[0], k = w.shape[1];
         var xc = x.is_contiguous() ? x : x.contiguous();
@@ -100,7 +42,7 @@ public static class SmallLinear
             fixed (byte* py = y.bytes)
             fixed (byte* pb = b is null ? default : b.bytes)
             {
-                int parts = decoding ? (int)Math.Min(pool!.Workers + 1, n / 64) : 1;
+                int parts = pool is null ? 1 : (int)Math.Min(pool.Workers + 1, n / 64);
                 if (parts <= 1 || m * n * k < (1 << 16)) Rows((float*)px, (float*)pw, (float*)pb, (float*)py, m, n, k, 0, n);
                 else
                 {

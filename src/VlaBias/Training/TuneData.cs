@@ -1,0 +1,73 @@
+// The tune split as tokenized training material, built once per run after the tuner exists (so a soft prompt's
+// positions are in every prompt): counterfactual pairs (item rows of the man and the woman image of one scene), the
+// yes/no probe prompts of each item over train attributes, the gold caption of each item, the probes offered with an
+// unknown option, the retain examples (truthful captions by presented gender, factual answers), the answer token ids,
+// and which vocabulary entries are gender words (skipped by the caption KL).
+using VlaBias.Data;
+using VlaBias.Evaluation;
+using static TorchSharp.torch;
+
+namespace VlaBias.Training;
+
+/// <summary>The tune split as tokenized training material.</summary>
+internal sealed class TuneData
+{
+    public List<(int man, int woman)> Pairs { get; } = [];
+    public Dictionary<int, List<int[]>> ProbesOf { get; } = [];          // yes/no probe prompts over train attributes
+    public Dictionary<int, int[]?> CaptionOf { get; } = [];
+    public List<(int image, int[] prompt)> UnknownProbes { get; } = [];
+    public List<(int image, int[] prompt, int[] target)> Retain { get; } = [];
+    public SortedDictionary<string, List<(int image, int[] prompt, int[] target)>> RetainCaptions { get; } = new(StringComparer.Ordinal);
+    public List<(int image, int[] prompt, int[] target)> RetainFacts { get; } = [];
+    public int[] CaptionPrompt { get; private set; } = [];
+    public int Yes { get; private set; }
+    public int No { get; private set; }
+    public int Unknown { get; private set; }
+    public Tensor Protected { get; private set; } = null!;               // [V] bool: gender words
+    public int ProbeQuestions => ProbesOf.Values.Sum(v => v.Count);
+
+    public static TuneData Build(Vla vla, IReadOnlyList<ManifestItem> tune, WordLists words, string captionPrompt)
+    {
+        var d = new TuneData();
+        var tok = vla.Tokenizer;
+        var ids = new Generation.TextGenerator(vla).OptionTokenIds(["yes", "no"]);
+        d.Yes = ids[0]; d.No = ids[1];
+        d.Unknown = tok.TryGetId("unknown", out var u) ? u : tok.Encode("unknown").FirstOrDefault();
+        d.CaptionPrompt = vla.PromptIds(captionPrompt);
+        var prot = new bool[Math.Max(vla.Config.Text.VocabSize, tok.VocabSize)];
+        foreach (var w in words.Gender.Masculine.Concat(words.Gender.Feminine))
+            if (tok.TryGetId(w, out var id) && id < prot.Length) prot[id] = true;
+        d.Protected = tensor(prot).DetachFromDisposeScope();
+        for (int i = 0; i < tune.Count; i++)
+        {
+            var it = tune[i];
+            d.ProbesOf[i] = it.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && (q.Options is null || !q.Options.Contains("unknown")))
+                .Select(q => vla.PromptIds(q.Q)).ToList();
+            foreach (var q in it.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && q.Options is { } o && o.Contains("unknown")))
+                d.UnknownProbes.Add((i, vla.PromptIds(q.Q)));
+            d.CaptionOf[i] = it.Captions.Count > 0 ? tok.Encode(it.Captions[0]) : null;
+            foreach (var c in it.Captions)
+            {
+                var ex = (i, d.CaptionPrompt, tok.Encode(c));
+                d.Retain.Add(ex);
+                // keyed by the gender's name: the pools are taken in its ordinal order (man, unclear, woman)
+                if (!d.RetainCaptions.TryGetValue(it.Attributes.Gender.Name(), out var list)) d.RetainCaptions[it.Attributes.Gender.Name()] = list = [];
+                list.Add(ex);
+            }
+            foreach (var q in it.Questions.Where(q => q.Kind == QuestionKind.Fact && q.A is not null))
+            {
+                var ex = (i, vla.PromptIds(q.Q), tok.Encode(q.A!));
+                d.Retain.Add(ex);
+                d.RetainFacts.Add(ex);
+            }
+        }
+        var byPair = tune.Select((it, i) => (it, i)).Where(x => x.it.Pair is not null).GroupBy(x => x.it.Pair!);
+        foreach (var g in byPair)
+        {
+            var man = g.FirstOrDefault(x => x.it.Attributes.Gender == Gender.Man);
+            var woman = g.FirstOrDefault(x => x.it.Attributes.Gender == Gender.Woman);
+            if (man.it is not null && woman.it is not null) d.Pairs.Add((man.i, woman.i));
+        }
+        return d;
+    }
+}
