@@ -65,7 +65,7 @@ public class PeerStepTests
         File.WriteAllText(Path.Combine(dir, "step.json"), new JsonObject { ["mode"] = "lora", ["step_ms"] = new JsonObject { ["median"] = stepMs }, ["setup"] = setup.DeepClone() }.ToJsonString());
         var path = Path.Combine(dir, "python");
         File.WriteAllText(path, $"#!/bin/sh\necho \"$@\" >> '{dir}/calls.log'\ncase \"$*\" in *--setup-only*) cat '{dir}/setup.json' ;; *) cat '{dir}/step.json' ;; esac\n");
-        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         return path;
     }
 
