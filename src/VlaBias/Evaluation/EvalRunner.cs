@@ -1,6 +1,7 @@
 // One evaluation run into a folder: suite → items of its split → ImageBank → Evaluator.Collect (with
 // cache and shard) → samples.jsonl → metrics.json → report.md (+ report.html and plots from Reports). A shard run
 // writes only its samples; `Merge` joins shard folders and writes the full outputs, computed by the same code.
+// RunCached: the same, through the evaluation cache of finished folders (EvalCache.cs).
 using System.Text.Json.Nodes;
 using Serilog;
 using VlaBias.Data;
@@ -49,6 +50,30 @@ public static class EvalRunner
         }
         var doc = WriteMetricsAndReports(req.Out, samples, suite, req.Model, req.Adapter, items.Count);
         return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed, inference.Elapsed);
+    }
+
+    /// <summary>
+    /// <see cref="Run"/> for a whole, unfiltered evaluation of a model without adapter or methods, through the
+    /// evaluation cache (EvalCache.cs): an entry whose key covers this model's files, the suite and its data, the code
+    /// and the numerics settings is copied into the output folder; otherwise the evaluation runs and is stored.
+    /// </summary>
+    public static EvalOutcome RunCached(Vla vla, EvalRequest req, IProgress<(int done, int total)>? progress = null)
+    {
+        var root = EvalCache.Root();
+        if (root is null || req.Adapter is not null || req.Methods is not null || req.Limit is not null || req.Shard != Shard.All)
+            return Run(vla, req, progress);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var parts = EvalCache.KeyParts(vla, req.Model, req.Suite);
+        var key = EvalCache.Key(parts);
+        if (EvalCache.TryRestore(root, key, req.Out) is { } metrics)
+        {
+            Log.Information("eval: {Out} copied from the evaluation cache {Entry} (same model files, suite, data and code)", req.Out, Path.Combine(root, key));
+            int n = File.ReadLines(Path.Combine(req.Out, SamplesFile)).Count(l => l.Length > 0);
+            return new EvalOutcome(req.Out, metrics, n, clock.Elapsed, TimeSpan.Zero);
+        }
+        var outcome = Run(vla, req, progress);
+        EvalCache.Store(root, key, parts, req.Out);
+        return outcome;
     }
 
     /// <summary>What the result cache and shard.json key on: model and adapter files plus the inference-time methods.</summary>
