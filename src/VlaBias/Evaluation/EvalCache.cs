@@ -36,7 +36,7 @@ public static class EvalCache
     /// <summary>The parts the key hashes (each a hex digest or a short value), for key.json.</summary>
     public static JsonObject KeyParts(Vla vla, string modelDir, Suite suite)
     {
-        var items = Manifest.Load(suite.Manifest).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        var items = Manifest.Load(suite.Manifest, checkImages: false).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;
         var settings = new JsonObject
         {

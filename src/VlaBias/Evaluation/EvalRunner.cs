@@ -13,8 +13,9 @@ namespace VlaBias.Evaluation;
 public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null,
     Methods.Interventions? Methods = null);
 
-/// <summary><paramref name="Inference"/>: the time spent answering (model forward passes and decoding), without loading and metrics.</summary>
-public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed, TimeSpan? Inference = null);
+/// <summary><paramref name="Inference"/>: the time spent answering (model forward passes and decoding), without loading and metrics.
+/// <paramref name="FromCache"/>: the folder was copied from the evaluation cache (EvalCache.cs).</summary>
+public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed, TimeSpan? Inference = null, bool FromCache = false);
 
 public static class EvalRunner
 {
@@ -57,9 +58,10 @@ public static class EvalRunner
     /// evaluation cache (EvalCache.cs): an entry whose key covers this model's files, the suite and its data, the code
     /// and the numerics settings is copied into the output folder; otherwise the evaluation runs and is stored.
     /// </summary>
-    public static EvalOutcome RunCached(Vla vla, EvalRequest req, IProgress<(int done, int total)>? progress = null)
+    /// <param name="cacheRoot">The cache's folder (default <see cref="EvalCache.Root"/>).</param>
+    public static EvalOutcome RunCached(Vla vla, EvalRequest req, IProgress<(int done, int total)>? progress = null, string? cacheRoot = null)
     {
-        var root = EvalCache.Root();
+        var root = cacheRoot ?? EvalCache.Root();
         if (root is null || req.Adapter is not null || req.Methods is not null || req.Limit is not null || req.Shard != Shard.All)
             return Run(vla, req, progress);
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -69,7 +71,7 @@ public static class EvalRunner
         {
             Log.Information("eval: {Out} copied from the evaluation cache {Entry} (same model files, suite, data and code)", req.Out, Path.Combine(root, key));
             int n = File.ReadLines(Path.Combine(req.Out, SamplesFile)).Count(l => l.Length > 0);
-            return new EvalOutcome(req.Out, metrics, n, clock.Elapsed, TimeSpan.Zero);
+            return new EvalOutcome(req.Out, metrics, n, clock.Elapsed, TimeSpan.Zero, FromCache: true);
         }
         var outcome = Run(vla, req, progress);
         EvalCache.Store(root, key, parts, req.Out);

@@ -44,11 +44,14 @@ public static class DebiasTrainer
 
         Vla vla;
         using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Parse(cfg.DType));
-        var scope = phases.Time("tune data");
+        var scope = phases.Time("manifest");
         var (tune, val, manifestDir) = Splits(cfg);
         var suite = Suite.Load(cfg.Suite);
         var words = WordLists.Load(suite.Words, suite.World);
-        var tuner = CreateTuner(vla, cfg);
+        scope.Dispose();
+        ITunable tuner;
+        using (phases.Time("tuner")) tuner = CreateTuner(vla, cfg);
+        scope = phases.Time("tune data");
         var data = TuneData.Build(vla, tune, words, suite.CaptionPrompt);
         scope.Dispose();
         if (data.Pairs.Count == 0) throw new BadInputException($"{cfg.Data}: the tune split has no counterfactual pairs (items sharing 'pair' with genders man and woman)");
