@@ -73,7 +73,7 @@ public static class DebiasTrainer
         ValidationPoint Validate(long step, double loss, string? cache, string identity) => Validation(validator, val, valBank, valFeatures, words, step, loss, cache, identity);
         ValidationPoint basePoint;
         using (phases.Time("base validation"))
-        using (tuner.Disable()) basePoint = Validate(0, double.NaN, run.BaseValidationCache, Evaluator.ModelIdentity(cfg.Model, null));
+        using (tuner.Disable()) basePoint = BaseValidation(cfg, vla, suite, run, Validate);
         Log.Information("tune: base on validation: pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3}", basePoint.Bias, basePoint.CiderD);
 
         var parameters = tuner.Parameters().ToList();
@@ -132,6 +132,32 @@ public static class DebiasTrainer
         }
         Log.Information("tune: timing: {Timing}", phases.Summary());
         return new TuneResult(run.Dir, reason, state.BestStep, state.Step, state.Evaluations, basePoint, clock.Elapsed, baseMetrics, tunedMetrics);
+    }
+
+    /// <summary>
+    /// The base model on validation, through the run's val_base_cache.jsonl and, when the evaluation cache is on, a
+    /// copy of it in the cache under a key over the model's files, the validation data and settings and the code
+    /// (EvalCache.cs): a later run of the same base on the same data starts from it.
+    /// </summary>
+    private static ValidationPoint BaseValidation(TuneConfig cfg, Vla vla, Suite suite, RunFolder run, Func<long, double, string?, string, ValidationPoint> validate)
+    {
+        var root = EvalCache.Root();
+        if (root is null) return validate(0, double.NaN, run.BaseValidationCache, Evaluator.ModelIdentity(cfg.Model, null));
+        var parts = EvalCache.KeyParts(vla, cfg.Model, suite with { Manifest = cfg.Data, Split = "val", Facts = false, ProbesWithUnknown = false, Bootstrap = 0 });
+        parts["validation"] = $"val_pairs {cfg.ValPairs}; probes over train attributes";
+        var key = EvalCache.Key(parts);
+        var shared = Path.Combine(root, $"val-{key}.jsonl");
+        if (File.Exists(shared) && !File.Exists(run.BaseValidationCache)) File.Copy(shared, run.BaseValidationCache);
+        var point = validate(0, double.NaN, run.BaseValidationCache, "content:" + key);
+        try
+        {
+            Directory.CreateDirectory(root);
+            var tmp = shared + ".tmp-" + Environment.ProcessId;
+            File.Copy(run.BaseValidationCache, tmp, overwrite: true);
+            File.Move(tmp, shared, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log.Warning("tune: base validation not stored in the evaluation cache {Root}: {Error}", root, e.Message); }
+        return point;
     }
 
     /// <summary>The tune and validation items (sorted by id; validation limited to val_pairs pairs) and the manifest's folder.</summary>
