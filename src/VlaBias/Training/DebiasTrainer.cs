@@ -81,7 +81,7 @@ public static class DebiasTrainer
         var state = Resume(cfg, run, vla, tuner, opt);
         var terms = Objectives.For(cfg, data, phases);
         var stop = new StopPolicy(cfg, basePoint);
-        StopReason? reason = null;
+        StopReason? reason = stop.Restored(state);
         vla.Model.train();
         while (state.Step < cfg.MaxSteps && reason is null)
         {
