@@ -1,6 +1,7 @@
 // One evaluation run into a folder: suite → items of its split → ImageBank → Evaluator.Collect (with
 // cache and shard) → samples.jsonl → metrics.json → report.md (+ report.html and plots from Reports). A shard run
 // writes only its samples; `Merge` joins shard folders and writes the full outputs, computed by the same code.
+// RunCached: the same, through the evaluation cache of finished folders (EvalCache.cs).
 using System.Text.Json.Nodes;
 using Serilog;
 using VlaBias.Data;
@@ -12,8 +13,9 @@ namespace VlaBias.Evaluation;
 public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null,
     Methods.Interventions? Methods = null);
 
-/// <summary><paramref name="Inference"/>: the time spent answering (model forward passes and decoding), without loading and metrics.</summary>
-public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed, TimeSpan? Inference = null);
+/// <summary><paramref name="Inference"/>: the time spent answering (model forward passes and decoding), without loading and metrics.
+/// <paramref name="FromCache"/>: the folder was copied from the evaluation cache (EvalCache.cs).</summary>
+public sealed record EvalOutcome(string Out, JsonObject? Metrics, int Samples, TimeSpan Elapsed, TimeSpan? Inference = null, bool FromCache = false);
 
 public static class EvalRunner
 {
@@ -50,6 +52,31 @@ public static class EvalRunner
         }
         var doc = WriteMetricsAndReports(req.Out, samples, suite, req.Model, req.Adapter, items.Count, inference.Elapsed.TotalSeconds);
         return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed, inference.Elapsed);
+    }
+
+    /// <summary>
+    /// <see cref="Run"/> for a whole, unfiltered evaluation of a model without adapter or methods, through the
+    /// evaluation cache (EvalCache.cs): an entry whose key covers this model's files, the suite and its data, the code
+    /// and the numerics settings is copied into the output folder; otherwise the evaluation runs and is stored.
+    /// </summary>
+    /// <param name="cacheRoot">The cache's folder (default <see cref="EvalCache.Root"/>).</param>
+    public static EvalOutcome RunCached(Vla vla, EvalRequest req, IProgress<(int done, int total)>? progress = null, string? cacheRoot = null)
+    {
+        var root = cacheRoot ?? EvalCache.Root();
+        if (root is null || req.Adapter is not null || req.Methods is not null || req.Limit is not null || req.Shard != Shard.All)
+            return Run(vla, req, progress);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var parts = EvalCache.KeyParts(vla, req.Model, req.Suite);
+        var key = EvalCache.Key(parts);
+        if (EvalCache.TryRestore(root, key, req.Out) is { } metrics)
+        {
+            Log.Information("eval: {Out} copied from the evaluation cache {Entry} (same model files, suite, data and code)", req.Out, Path.Combine(root, key));
+            int n = File.ReadLines(Path.Combine(req.Out, SamplesFile)).Count(l => l.Length > 0);
+            return new EvalOutcome(req.Out, metrics, n, clock.Elapsed, TimeSpan.Zero, FromCache: true);
+        }
+        var outcome = Run(vla, req, progress);
+        EvalCache.Store(root, key, parts, req.Out);
+        return outcome;
     }
 
     /// <summary>What the result cache and shard.json key on: model and adapter files plus the inference-time methods.</summary>

@@ -60,9 +60,12 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
     /// <summary>
     /// Answers every unit of the items (images from <paramref name="bank"/>, rows aligned with items), reusing and
     /// extending the cache file when given. <paramref name="probeFilter"/> limits probe questions (e.g. train attributes).
+    /// <paramref name="imageFeatures"/>: the bank's image features computed by the caller for this model as it is now
+    /// (a trainer whose vision side is frozen computes them once for all its validations); null = computed here.
     /// </summary>
     public List<Sample> Collect(IReadOnlyList<ManifestItem> items, ImageBank bank, Shard? shard = null, string? cacheFile = null,
-        string identity = "", Func<ManifestQuestion, bool>? probeFilter = null, IProgress<(int done, int total)>? progress = null)
+        string identity = "", Func<ManifestQuestion, bool>? probeFilter = null, IProgress<(int done, int total)>? progress = null,
+        Tensor? imageFeatures = null)
     {
         shard ??= Shard.All;
         var units = Units(items, probeFilter);
@@ -82,7 +85,7 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         try
         {
             // Image features once per image: every prompt about an image reuses them.
-            if (mine.Count > 0) features = ImageFeatures(bank);
+            if (mine.Count > 0) features = imageFeatures ?? ImageFeatures(bank);
             foreach (var batch in mine)
             {
                 var fresh = new List<WorkUnit>();
@@ -107,7 +110,7 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         }
         finally
         {
-            features?.Dispose();
+            if (!ReferenceEquals(features, imageFeatures)) features?.Dispose();
             if (wasTraining) vla.Model.train();
         }
         return samples.OrderBy(s => s.Key, StringComparer.Ordinal).ToList();
@@ -181,7 +184,7 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
     {
         using var scope = NewDisposeScope();
         var feats = features.index_select(0, tensor(units.Select(u => (long)u.Item).ToArray()));
-        using var batch = vla.Batch(units.Select(u => vla.PromptIds(u.Prompt)).ToList(), null, feats);
+        using var batch = vla.Batch(units.Select(u => PromptIds(u.Prompt)).ToList(), null, feats);
         var result = new List<Sample>();
         switch (units[0].Kind)
         {
@@ -200,6 +203,18 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
                 break;
         }
         return result;
+    }
+
+    // Prompt ids by text, for the prompt format (and soft-prompt state) they were made with: a trainer's validator asks
+    // the same prompts at every validation.
+    private readonly Dictionary<string, int[]> promptIds = new(StringComparer.Ordinal);
+    private (Generation.PromptFormat format, bool soft)? promptIdsFor;
+
+    private int[] PromptIds(string prompt)
+    {
+        var now = (vla.Prompts, vla.Prompts.Soft is { Enabled: true });
+        if (promptIdsFor is not { } f || !ReferenceEquals(f.format, now.Prompts) || f.soft != now.Item2) { promptIds.Clear(); promptIdsFor = now; }
+        return promptIds.TryGetValue(prompt, out var ids) ? ids : promptIds[prompt] = vla.PromptIds(prompt);
     }
 
     private static Sample MakeSample(ManifestItem it, WorkUnit u, string? output, IReadOnlyList<double>? probs, double? logprob) => new()

@@ -6,7 +6,8 @@
 // accuracy guard is saved; StopPolicy.cs says when the run ends. Checkpoints are atomic (TrainingCheckpoint.cs); a
 // killed run resumes from the last one with the same data order (each step's batch is a function of seed and step).
 // At the end the evaluator compares base and tuned on the test split, both from the one model in memory: the base
-// with the tuner disabled, then the tuned with the best adapter's weights.
+// with the tuner disabled (or its evaluation copied from the evaluation cache, Evaluation/EvalCache.cs), then the tuned
+// with the best adapter's weights. PhaseClock.cs records wall and CPU seconds per phase (trainer_state.json "timing").
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Serilog;
@@ -35,35 +36,50 @@ public static class DebiasTrainer
     {
         cfg.Validate();
         var clock = Stopwatch.StartNew();
+        var phases = new PhaseClock();
         var run = RunFolder.Prepare(cfg);
         onRunDir?.Invoke(run.Dir);
         run.WriteConfig(resolved);
         Log.Information("tune: run folder {Run}", run.Dir);
 
-        var vla = Vla.Load(cfg.Model, dtype: ComputeDType.Parse(cfg.DType));
+        Vla vla;
+        using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Parse(cfg.DType));
+        var scope = phases.Time("manifest");
         var (tune, val, manifestDir) = Splits(cfg);
         var suite = Suite.Load(cfg.Suite);
         var words = WordLists.Load(suite.Words, suite.World);
-        var tuner = CreateTuner(vla, cfg);
+        scope.Dispose();
+        ITunable tuner;
+        using (phases.Time("tuner")) tuner = CreateTuner(vla, cfg);
+        scope = phases.Time("tune data");
         var data = TuneData.Build(vla, tune, words, suite.CaptionPrompt);
+        scope.Dispose();
         if (data.Pairs.Count == 0) throw new BadInputException($"{cfg.Data}: the tune split has no counterfactual pairs (items sharing 'pair' with genders man and woman)");
         Log.Information("tune: {Pairs} pairs, {Probes} probe questions, {Retain} retain examples, {Val} validation items; method {Method}, {Count} trainable parameters",
             data.Pairs.Count, data.ProbeQuestions, data.Retain.Count, val.Count, cfg.Method.Name(), tuner.ParameterCount);
 
+        scope = phases.Time("images");
         using var tuneBank = ImageBank.Load(tune, manifestDir, vla.Images);
         using var valBank = ImageBank.Load(val, manifestDir, vla.Images);
+        scope.Dispose();
         var validator = new Evaluator(vla, suite with { Facts = false, ProbesWithUnknown = false, Bootstrap = 0 });
-        ValidationPoint Validate(long step, double loss, string? cache, string identity) => Validation(validator, val, valBank, words, step, loss, cache, identity);
+        // The vision tower and projector stay frozen unless adapted: their features are computed once, for the tune
+        // images (every step) and the validation images (every validation).
+        bool frozenVision = !cfg.LoraVision && !cfg.LoraProjector;
+        scope = phases.Time("image features");
+        using var tuneFeatures = frozenVision ? validator.ImageFeatures(tuneBank) : null;
+        using var valFeatures = frozenVision ? validator.ImageFeatures(valBank) : null;
+        scope.Dispose();
+        ValidationPoint Validate(long step, double loss, string? cache, string identity) => Validation(validator, val, valBank, valFeatures, words, step, loss, cache, identity);
         ValidationPoint basePoint;
-        using (tuner.Disable()) basePoint = Validate(0, double.NaN, run.BaseValidationCache, Evaluator.ModelIdentity(cfg.Model, null));
+        using (phases.Time("base validation"))
+        using (tuner.Disable()) basePoint = BaseValidation(cfg, vla, suite, run, Validate);
         Log.Information("tune: base on validation: pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3}", basePoint.Bias, basePoint.CiderD);
 
         var parameters = tuner.Parameters().ToList();
         var opt = optim.AdamW(parameters, lr: cfg.Lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.WeightDecay);
         var state = Resume(cfg, run, vla, tuner, opt);
-        // The vision tower and projector stay frozen unless adapted: their features are computed once.
-        using var tuneFeatures = cfg.LoraVision || cfg.LoraProjector ? null : validator.ImageFeatures(tuneBank);
-        var terms = Objectives.For(cfg, data);
+        var terms = Objectives.For(cfg, data, phases);
         var stop = new StopPolicy(cfg, basePoint);
         StopReason? reason = stop.Restored(state);
         vla.Model.train();
@@ -73,16 +89,20 @@ public static class DebiasTrainer
             long step = state.Step;
             foreach (var g in opt.ParamGroups) g.LearningRate = LearningRate.For(cfg, step);
             opt.zero_grad();
-            var (total, values, nonFinite) = ForwardBackward(cfg, vla, tuner, data, terms, tuneBank, tuneFeatures, step);
+            var (total, values, nonFinite) = ForwardBackward(cfg, vla, tuner, data, terms, tuneBank, tuneFeatures, step, phases);
             if (nonFinite is not null) { reason = nonFinite; state = state with { NonFinite = true }; Log.Error("tune: {Reason}", reason.Text); break; }
-            nn.utils.clip_grad_norm_(parameters, cfg.GradClip);
-            opt.step();
+            using (phases.Time("step: clip + optimizer"))
+            {
+                nn.utils.clip_grad_norm_(parameters, cfg.GradClip);
+                opt.step();
+            }
             (state, reason) = stop.AfterStep(state with { Step = step + 1, Ema = double.IsNaN(state.Ema) ? total : 0.9 * state.Ema + 0.1 * total });
             values["loss"] = total;
             string? note = null;
             if (stop.EvaluateNow(state.Step, reason))
             {
-                var v = Validate(state.Step, state.Ema, null, "");
+                ValidationPoint v;
+                using (phases.Time("validation")) v = Validate(state.Step, state.Ema, null, "");
                 bool guard = stop.Guard(v);
                 state = state with { Evaluations = [.. state.Evaluations, v] };
                 note = $"val bias {v.Bias:F4} cider {v.CiderD:F3}{(guard ? "" : " (accuracy guard)")}";
@@ -92,7 +112,8 @@ public static class DebiasTrainer
                 reason ??= stop.AfterEvaluation(v);
             }
             if (note is not null || state.Step % cfg.SaveEvery == 0 || reason is not null)
-                TrainingCheckpoint.Save(run.Checkpoint, vla.Model, opt, new TrainingCheckpoint.State(state.Step, state.Ema, state.ToJson()), tuner.CheckpointTensors());
+                using (phases.Time("checkpoint"))
+                    TrainingCheckpoint.Save(run.Checkpoint, vla.Model, opt, new TrainingCheckpoint.State(state.Step, state.Ema, state.ToJson()), tuner.CheckpointTensors());
             progress?.Report(new TuneProgress(state.Step, cfg.MaxSteps, values, state.Evaluations.LastOrDefault(), note));
         }
         reason = StopPolicy.AtEnd(reason, state.BestStep >= 0);
@@ -102,10 +123,41 @@ public static class DebiasTrainer
         Log.Information("tune: stopped after {Steps} steps: {Reason}; best adapter from step {Best}", state.Step, reason.Text, state.BestStep);
 
         JsonObject? baseMetrics = null, tunedMetrics = null;
-        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, vla, tuner);
-        run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount);
-        if (baseMetrics is not null) run.WriteReport();
+        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, vla, tuner, phases);
+        run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount, phases.ToJson());
+        if (baseMetrics is not null)
+        {
+            using (phases.Time("run report")) run.WriteReport();
+            run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount, phases.ToJson());
+        }
+        Log.Information("tune: timing: {Timing}", phases.Summary());
         return new TuneResult(run.Dir, reason, state.BestStep, state.Step, state.Evaluations, basePoint, clock.Elapsed, baseMetrics, tunedMetrics);
+    }
+
+    /// <summary>
+    /// The base model on validation, through the run's val_base_cache.jsonl and, when the evaluation cache is on, a
+    /// copy of it in the cache under a key over the model's files, the validation data and settings and the code
+    /// (EvalCache.cs): a later run of the same base on the same data starts from it.
+    /// </summary>
+    private static ValidationPoint BaseValidation(TuneConfig cfg, Vla vla, Suite suite, RunFolder run, Func<long, double, string?, string, ValidationPoint> validate)
+    {
+        var root = EvalCache.Root();
+        if (root is null) return validate(0, double.NaN, run.BaseValidationCache, Evaluator.ModelIdentity(cfg.Model, null));
+        var parts = EvalCache.KeyParts(vla, cfg.Model, suite with { Manifest = cfg.Data, Split = "val", Facts = false, ProbesWithUnknown = false, Bootstrap = 0 });
+        parts["validation"] = $"val_pairs {cfg.ValPairs}; probes over train attributes";
+        var key = EvalCache.Key(parts);
+        var shared = Path.Combine(root, $"val-{key}.jsonl");
+        if (File.Exists(shared) && !File.Exists(run.BaseValidationCache)) File.Copy(shared, run.BaseValidationCache);
+        var point = validate(0, double.NaN, run.BaseValidationCache, "content:" + key);
+        try
+        {
+            Directory.CreateDirectory(root);
+            var tmp = shared + ".tmp-" + Environment.ProcessId;
+            File.Copy(run.BaseValidationCache, tmp, overwrite: true);
+            File.Move(tmp, shared, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log.Warning("tune: base validation not stored in the evaluation cache {Root}: {Error}", root, e.Message); }
+        return point;
     }
 
     /// <summary>The tune and validation items (sorted by id; validation limited to val_pairs pairs) and the manifest's folder.</summary>
@@ -149,7 +201,7 @@ public static class DebiasTrainer
 
     /// <summary>The grad_accum micro-batches of one step, each a function of (seed, step, micro-batch): loss, term values, or why the loss is unusable.</summary>
     private static (double total, Dictionary<string, double> values, StopReason? nonFinite) ForwardBackward(TuneConfig cfg, Vla vla, ITunable tuner,
-        TuneData data, IReadOnlyList<LossTerm> terms, ImageBank bank, Tensor? features, long step)
+        TuneData data, IReadOnlyList<LossTerm> terms, ImageBank bank, Tensor? features, long step, PhaseClock phases)
     {
         var values = new Dictionary<string, double>();
         double total = 0;
@@ -163,7 +215,7 @@ public static class DebiasTrainer
             double value = loss.ToDouble();
             if (!double.IsFinite(value)) return (total, values, StopPolicy.NonFinite(value, step));
             total += value / cfg.GradAccum;
-            (loss / cfg.GradAccum).backward();
+            using (phases.Time("step: backward")) (loss / cfg.GradAccum).backward();
         }
         return (total, values, null);
     }
@@ -177,10 +229,10 @@ public static class DebiasTrainer
     }
 
     /// <summary>Pairwise probe gap (train attributes) and CIDEr-D of the model as it is now on the validation items.</summary>
-    private static ValidationPoint Validation(Evaluator validator, IReadOnlyList<ManifestItem> val, ImageBank bank, WordLists words,
+    private static ValidationPoint Validation(Evaluator validator, IReadOnlyList<ManifestItem> val, ImageBank bank, Tensor? features, WordLists words,
         long step, double loss, string? cache, string identity)
     {
-        var samples = validator.Collect(val, bank, null, cache, identity, q => q.AttributeSplit == Split.Train);
+        var samples = validator.Collect(val, bank, null, cache, identity, q => q.AttributeSplit == Split.Train, imageFeatures: features);
         var pairs = MetricsCalculator.ProbePairs(samples.Where(s => s.Kind == SampleKind.Probe && s.Options?.Count == 2 && s.AttributeSplit == Split.Train));
         double bias = pairs.Count == 0 ? double.NaN : Evaluation.Metrics.PairwiseProbeGap.Compute(pairs);
         var caps = samples.Where(s => s.Kind == SampleKind.Caption && s.References is { Count: > 0 }).ToList();
@@ -191,26 +243,21 @@ public static class DebiasTrainer
     }
 
     /// <summary>
-    /// Base and tuned on the suite's split: eval/base (the tuner disabled), eval/tuned (the best adapter's weights read
-    /// back), comparison.md. One model in memory serves both.
+    /// Base and tuned on the suite's split: eval/base (the tuner disabled; copied from the evaluation cache when an
+    /// entry for exactly this model, suite, data and code exists, see EvalCache.cs), eval/tuned (the best adapter's
+    /// weights read back), comparison.md. One model in memory serves both.
     /// </summary>
-    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, Vla vla, ITunable tuner)
+    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, Vla vla, ITunable tuner, PhaseClock phases)
     {
         var suite = Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap };
-        // The base evaluation is the same for every run of this base: share its cache across runs.
-        string sharedCache = Path.Combine(cfg.RunsDir, ".cache");
-        Directory.CreateDirectory(sharedCache);
-        Directory.CreateDirectory(run.BaseEval);
-        string cacheName = Path.Combine(sharedCache, $"base-{suite.Name}-{suite.Split}.jsonl");
-        var baseCache = Path.Combine(run.BaseEval, EvalRunner.CacheFile);
-        if (File.Exists(cacheName) && !File.Exists(baseCache)) File.Copy(cacheName, baseCache);
         Log.Information("tune: evaluating base on the {Split} split", suite.Split);
         EvalOutcome b;
-        using (tuner.Disable()) b = EvalRunner.Run(vla, new EvalRequest(cfg.Model, null, suite, run.BaseEval, Shard.All));
-        File.Copy(baseCache, cacheName, overwrite: true);
+        using (phases.Time("base test evaluation"))
+        using (tuner.Disable()) b = EvalRunner.RunCached(vla, new EvalRequest(cfg.Model, null, suite, run.BaseEval, Shard.All));
         tuner.LoadWeights(run.Dir);
         Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
-        var t = EvalRunner.Run(vla, new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All));
+        EvalOutcome t;
+        using (phases.Time("tuned test evaluation")) t = EvalRunner.Run(vla, new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All));
         Comparison.Write(run.ComparisonFile, [("base", b.Metrics!), ("tuned", t.Metrics!)]);
         return (b.Metrics!, t.Metrics!);
     }

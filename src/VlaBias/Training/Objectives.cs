@@ -23,7 +23,14 @@ internal sealed record LossTerm(string Name, double Weight, Func<MicroBatch, Ten
 internal static class Objectives
 {
     /// <summary>The terms <paramref name="cfg"/> asks for (objective list, weights), in the order they are summed.</summary>
-    public static IReadOnlyList<LossTerm> For(TuneConfig cfg, TuneData data)
+    /// <param name="phases">When given, each term's forward is timed under "step: forward NAME".</param>
+    public static IReadOnlyList<LossTerm> For(TuneConfig cfg, TuneData data, PhaseClock? phases = null)
+    {
+        var terms = Terms(cfg, data);
+        return phases is null ? terms : terms.Select(t => t with { Compute = mb => { using (phases.Time("step: forward " + t.Name)) return t.Compute(mb); } }).ToList();
+    }
+
+    private static List<LossTerm> Terms(TuneConfig cfg, TuneData data)
     {
         var objectives = cfg.Objectives;
         bool parity = objectives.Contains("parity"), unknown = objectives.Contains("unknown");

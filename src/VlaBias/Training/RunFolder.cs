@@ -56,7 +56,7 @@ public sealed class RunFolder
 
     public void WriteConfig(Recipe resolved) => AtomicFile.WriteAllText(Path.Combine(Dir, "config.yaml"), resolved.ToYaml());
 
-    internal void WriteState(StopReason reason, RunState s, ValidationPoint basePoint, TimeSpan elapsed, TuneConfig cfg, long trainable)
+    internal void WriteState(StopReason reason, RunState s, ValidationPoint basePoint, TimeSpan elapsed, TuneConfig cfg, long trainable, JsonObject? timing = null)
     {
         static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(Math.Round(v, 6)) : null;
         var doc = new JsonObject
@@ -74,6 +74,7 @@ public sealed class RunFolder
             ["method"] = cfg.Method.Name(),
             ["trainable_parameters"] = trainable,
         };
+        if (timing is not null) doc["timing"] = timing;   // wall and CPU seconds per phase (PhaseClock)
         AtomicFile.WriteAllText(Path.Combine(Dir, StateFile), doc.ToJsonString(JsonFormat.Pretty));
     }
 

@@ -30,6 +30,11 @@ internal sealed class TuneData
     {
         var d = new TuneData();
         var tok = vla.Tokenizer;
+        // Many items ask the same questions: each distinct text is tokenized once (the arrays are shared, never written).
+        var promptIds = new Dictionary<string, int[]>(StringComparer.Ordinal);
+        var textIds = new Dictionary<string, int[]>(StringComparer.Ordinal);
+        int[] Prompt(string q) => promptIds.TryGetValue(q, out var v) ? v : promptIds[q] = vla.PromptIds(q);
+        int[] Text(string t) => textIds.TryGetValue(t, out var v) ? v : textIds[t] = tok.Encode(t);
         var ids = new Generation.TextGenerator(vla).OptionTokenIds(["yes", "no"]);
         d.Yes = ids[0]; d.No = ids[1];
         d.Unknown = tok.TryGetId("unknown", out var u) ? u : tok.Encode("unknown").FirstOrDefault();
@@ -42,13 +47,13 @@ internal sealed class TuneData
         {
             var it = tune[i];
             d.ProbesOf[i] = it.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && (q.Options is null || !q.Options.Contains("unknown")))
-                .Select(q => vla.PromptIds(q.Q)).ToList();
+                .Select(q => Prompt(q.Q)).ToList();
             foreach (var q in it.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit != Split.Test && q.Options is { } o && o.Contains("unknown")))
-                d.UnknownProbes.Add((i, vla.PromptIds(q.Q)));
-            d.CaptionOf[i] = it.Captions.Count > 0 ? tok.Encode(it.Captions[0]) : null;
+                d.UnknownProbes.Add((i, Prompt(q.Q)));
+            d.CaptionOf[i] = it.Captions.Count > 0 ? Text(it.Captions[0]) : null;
             foreach (var c in it.Captions)
             {
-                var ex = (i, d.CaptionPrompt, tok.Encode(c));
+                var ex = (i, d.CaptionPrompt, Text(c));
                 d.Retain.Add(ex);
                 // keyed by the gender's name: the pools are taken in its ordinal order (man, unclear, woman)
                 if (!d.RetainCaptions.TryGetValue(it.Attributes.Gender.Name(), out var list)) d.RetainCaptions[it.Attributes.Gender.Name()] = list = [];
@@ -56,7 +61,7 @@ internal sealed class TuneData
             }
             foreach (var q in it.Questions.Where(q => q.Kind == QuestionKind.Fact && q.A is not null))
             {
-                var ex = (i, vla.PromptIds(q.Q), tok.Encode(q.A!));
+                var ex = (i, Prompt(q.Q), Text(q.A!));
                 d.Retain.Add(ex);
                 d.RetainFacts.Add(ex);
             }
