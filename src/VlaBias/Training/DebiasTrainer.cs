@@ -40,7 +40,7 @@ public static class DebiasTrainer
         run.WriteConfig(resolved);
         Log.Information("tune: run folder {Run}", run.Dir);
 
-        var vla = Vla.Load(cfg.Model, dtype: ComputeDType.Parse(cfg.DType));
+        var vla = Vla.Load(cfg.Model, dtype: ComputeDType.Resolve(cfg.DType, cfg.Model).DType);
         var (tune, val, manifestDir) = Splits(cfg);
         var suite = Suite.Load(cfg.Suite);
         var words = WordLists.Load(suite.Words, suite.World);
