@@ -3,7 +3,8 @@
 // of a shape; the answer is a pair of median times, kept in memory and in a JSON cache per CPU model
 // ($VLATUNE_CACHE_DIR, else $XDG_CACHE_HOME/vlatune, else ~/.cache/vlatune; kernels.json), so a later process does not
 // measure again. The cache is parsed defensively: a file that is not what this code writes is ignored and rewritten;
-// writes are atomic.
+// writes are atomic. A measurement taken while other processes hold the cores (CoreLoad) or the pool is contended is
+// used by this process only and not written, so one loaded run does not fix the choice for every later one.
 // Modes: "caller" = the kernel on the calling thread against libtorch at its current thread count (the choice outside
 // decode mode); "decode" = the kernel split over the SpinPool against libtorch at its current thread count (whether
 // decode mode pays at all). A measurement takes a few ms per shape (at most ~15 timed calls each side, ~40 ms budget).
@@ -26,13 +27,18 @@ public sealed class KernelCalibration
     private const int Version = 1;
     private static readonly Lazy<KernelCalibration> DefaultInstance = new(() => new KernelCalibration(Path.Combine(CacheDirectory(Environment.GetEnvironmentVariable), "kernels.json")));
     private readonly object gate = new();
+    private readonly Func<bool> coresFree;
+    private readonly HashSet<string> unsaved = new(StringComparer.Ordinal); // measured under load: this process only
     private readonly Dictionary<string, Entry> entries;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string, long, long, int, int), Entry> fast = new();
     private readonly string cpu;
 
     /// <param name="file">The cache file (read now when it exists; written after each new measurement).</param>
     /// <param name="cpuKey">The CPU the measurements belong to (default: this machine's, CpuInfo.Key).</param>
-    public KernelCalibration(string file, string? cpuKey = null)
+    /// <param name="coresFree">Whether no other process is running now (default: CoreLoad); a measurement taken otherwise is not written.</param>
+    public KernelCalibration(string file, string? cpuKey = null, Func<bool>? coresFree = null)
     {
+        this.coresFree = coresFree ?? (() => CoreLoad.OthersRunning() == 0);
         CacheFile = file;
         cpu = cpuKey ?? CpuInfo.This.Key;
         entries = ReadCache(file, cpu);
@@ -69,15 +75,24 @@ public sealed class KernelCalibration
     internal Entry Get(string mode, long n, long k, long rows, SpinPool? pool)
     {
         int bucket = Bucket(rows), threads = get_num_threads();
+        var id = (mode, n, k, bucket, threads);
+        if (fast.TryGetValue(id, out var seen)) return seen; // the per-call path: no string, no lock
         string key = Key(mode, n, k, bucket, threads);
         lock (gate)
         {
-            if (entries.TryGetValue(key, out var known)) return known;
-            var entry = Measure(n, k, bucket, pool);
-            entries[key] = entry;
-            Measured++;
-            Log.Debug("kernels: {Key}: libtorch {Torch:F1} µs, small-row {Small:F1} µs → {Choice}", key, entry.LibtorchUs, entry.SmallUs, entry.SmallFaster ? "small-row" : "libtorch");
-            Save();
+            if (!entries.TryGetValue(key, out var entry))
+            {
+                bool quiet = coresFree() && pool?.Contended != true;
+                entry = Measure(n, k, bucket, pool);
+                quiet &= pool?.Contended != true;
+                entries[key] = entry;
+                Measured++;
+                Log.Debug("kernels: {Key}: libtorch {Torch:F1} µs, small-row {Small:F1} µs → {Choice}{Loaded}", key, entry.LibtorchUs, entry.SmallUs,
+                    entry.SmallFaster ? "small-row" : "libtorch", quiet ? "" : " (cores shared: not cached)");
+                if (quiet) Save();
+                else unsaved.Add(key);
+            }
+            fast[id] = entry;
             return entry;
         }
     }
@@ -156,7 +171,11 @@ public sealed class KernelCalibration
             }
             catch (Exception e) when (e is IOException or JsonException or InvalidOperationException or FormatException) { }
             var mine = new JsonObject();
-            foreach (var (key, e) in entries.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            // another process's well-formed entries for this CPU stay unless measured again here
+            var merged = ReadCache(CacheFile, cpu);
+            foreach (var (key, e) in entries)
+                if (!unsaved.Contains(key)) merged[key] = e;
+            foreach (var (key, e) in merged.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                 mine[key] = new JsonObject { ["libtorch_us"] = Math.Round(e.LibtorchUs, 2), ["small_us"] = Math.Round(e.SmallUs, 2) };
             cpus[cpu] = mine;
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(CacheFile))!);

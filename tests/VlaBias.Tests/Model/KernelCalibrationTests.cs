@@ -30,7 +30,7 @@ public class KernelCalibrationTests
     [Test]
     public void A_measurement_is_written_once_and_read_back_by_the_next_process_for_the_same_cpu_only()
     {
-        var first = new KernelCalibration(File, "cpu A");
+        var first = new KernelCalibration(File, "cpu A", Quiet);
         var e = first.Get("caller", 96, 64, 3, null);
         Assert.That(first.Measured, Is.EqualTo(1));
         Assert.That(e.LibtorchUs, Is.GreaterThan(0));
@@ -38,15 +38,30 @@ public class KernelCalibrationTests
         Assert.That(first.Get("caller", 96, 64, 4, null), Is.EqualTo(e), "3 and 4 rows share the bucket of 4");
         Assert.That(first.Measured, Is.EqualTo(1));
 
-        var again = new KernelCalibration(File, "cpu A");
+        var again = new KernelCalibration(File, "cpu A", Quiet);
         Assert.That(again.Get("caller", 96, 64, 4, null), Is.EqualTo(e with { LibtorchUs = Math.Round(e.LibtorchUs, 2), SmallUs = Math.Round(e.SmallUs, 2) }));
         Assert.That(again.Measured, Is.EqualTo(0), "read from the cache, not measured");
 
-        var other = new KernelCalibration(File, "cpu B");
+        var other = new KernelCalibration(File, "cpu B", Quiet);
         other.Get("caller", 96, 64, 4, null);
         Assert.That(other.Measured, Is.EqualTo(1), "another CPU model measures for itself");
         var cpus = JsonNode.Parse(System.IO.File.ReadAllText(File))!["cpus"]!.AsObject();
         Assert.That(cpus.Select(kv => kv.Key), Is.EquivalentTo(new[] { "cpu A", "cpu B" }), "both CPUs' entries are kept");
+    }
+
+    private static bool Quiet() => true;
+
+    [Test]
+    public void A_measurement_taken_while_other_processes_run_is_used_but_not_written()
+    {
+        var cal = new KernelCalibration(File, "cpu A", () => false);
+        var e = cal.Get("caller", 96, 64, 2, null);
+        Assert.That(System.IO.File.Exists(File), Is.False, "nothing cached from a loaded machine");
+        Assert.That(cal.Get("caller", 96, 64, 2, null), Is.EqualTo(e));
+        Assert.That(cal.Measured, Is.EqualTo(1), "measured once per process all the same");
+        var quiet = new KernelCalibration(File, "cpu A", Quiet);
+        quiet.Get("caller", 96, 64, 8, null);
+        Assert.That(System.IO.File.ReadAllText(File), Does.Contain("rows 8").And.Not.Contain("rows 2"));
     }
 
     [TestCase("")]
@@ -63,7 +78,7 @@ public class KernelCalibrationTests
     public void A_corrupt_cache_is_ignored_and_rewritten(string text)
     {
         System.IO.File.WriteAllText(File, text);
-        var cal = new KernelCalibration(File, "cpu A");
+        var cal = new KernelCalibration(File, "cpu A", Quiet);
         cal.Get("caller", 96, 64, 4, null);
         Assert.That(cal.Measured, Is.EqualTo(1), "nothing usable was read");
         var root = JsonNode.Parse(System.IO.File.ReadAllText(File))!;
@@ -77,7 +92,7 @@ public class KernelCalibrationTests
         if (!LinearKernels.SmallRowsSupported) Assert.Fail("this test needs AVX-512 (Vector512) to exercise the small-row kernel");
         int threads = get_num_threads();
         Entries(("caller", 40, 16, 1, 10.0, 5.0), ("caller", 48, 16, 1, 5.0, 10.0));
-        var kernels = new LinearKernels(KernelChoice.Auto, new KernelCalibration(File, "cpu A"));
+        var kernels = new LinearKernels(KernelChoice.Auto, new KernelCalibration(File, "cpu A", Quiet));
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var x = ones(1, 16);
@@ -99,7 +114,7 @@ public class KernelCalibrationTests
         {
             int t = get_num_threads();
             Entries(("decode", 40, 16, 1, 5.0, 10.0), ("decode", 48, 16, 1, 5.0, 4.9));
-            var kernels = new LinearKernels(KernelChoice.Auto, new KernelCalibration(File, "cpu A"));
+            var kernels = new LinearKernels(KernelChoice.Auto, new KernelCalibration(File, "cpu A", Quiet));
             _ = new KernelLinear(16, 40, false, kernels);
             _ = new KernelLinear(16, 48, false, kernels);
             using (kernels.Decoding(1))
