@@ -1,7 +1,7 @@
 // The compute dtypes a model can be loaded in (`--dtype auto|f32|bf16`), and the process's peak memory for reports.
 // auto picks bf16 for checkpoints above AutoBf16Parameters when the CPU has native bf16 matmuls (avx512_bf16 or AMX:
 // 5× the fp32 roof measured on a Xeon with AMX), fp32 otherwise; small models stay fp32, where bf16's rounding costs
-// accuracy and buys little time. The choice and its reason are logged.
+// accuracy and buys little time. The choice and its reason are logged (at debug level when a small model stays f32).
 using Serilog;
 using VlaBias.Weights;
 using static TorchSharp.torch;
@@ -30,7 +30,9 @@ public static class ComputeDType
     public static Choice Resolve(string name, string dir)
     {
         var choice = Resolve(name, () => ParameterCount(Assets.Resolve(dir)), CpuInfo.This);
-        Log.Information("dtype: {Dtype} ({Reason})", choice.DType == ScalarType.BFloat16 ? "bf16" : "f32", choice.Reason);
+        // a small model staying f32 is the everyday case (tiny-base): logged at debug level, so one-line errors stay one line
+        var level = choice.DType == ScalarType.Float32 && choice.Reason.Contains("at most", StringComparison.Ordinal) ? Serilog.Events.LogEventLevel.Debug : Serilog.Events.LogEventLevel.Information;
+        Log.Write(level, "dtype: {Dtype} ({Reason})", choice.DType == ScalarType.BFloat16 ? "bf16" : "f32", choice.Reason);
         return choice;
     }
 

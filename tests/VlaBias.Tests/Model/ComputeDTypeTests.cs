@@ -100,7 +100,7 @@ public class ComputeDTypeTests
         var pixels = new[] { randn([3, 48, 48], generator: g) };
         using var batch = vla.TeacherForced([(vla.PromptIds("describe the image."), vla.Tokenizer.Encode("a man in the kitchen ."))], stack(pixels));
         double first = 0, last = 0;
-        for (int step = 0; step < 8; step++)
+        for (int step = 0; step < 5; step++)
         {
             using var scope = NewDisposeScope();
             var loss = vla.Model.call(batch.Input()).Loss!;
@@ -112,6 +112,6 @@ public class ComputeDTypeTests
             if (step == 0) first = loss.ToDouble();
             last = loss.ToDouble();
         }
-        Assert.That(last, Is.LessThan(first), "eight AdamW steps on one example lower its loss");
+        Assert.That(last, Is.LessThan(first), "five AdamW steps on one example lower its loss");
     }
 }
