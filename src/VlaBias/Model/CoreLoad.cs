@@ -1,6 +1,7 @@
 // How many threads of other processes are running right now: /proc/stat's procs_running (every runnable thread on the
 // machine) less this process's own runnable threads (/proc/self/task/*/stat state R). Decode mode uses it to stay off
-// cores that another process holds. Cached for 200 ms (a read costs ~0.1–0.3 ms); 0 where /proc cannot be read.
+// cores that another process holds; Quiet (also the 1-minute load average within the cores) decides whether a kernel
+// calibration may be cached. Cached for 200 ms (a read costs ~0.1–0.3 ms); 0 where /proc cannot be read.
 using System.Diagnostics;
 
 namespace VlaBias.Model;
@@ -10,6 +11,20 @@ internal static class CoreLoad
     private static readonly long CacheTicks = Stopwatch.Frequency / 5;
     private static long readAt = long.MinValue;
     private static int last;
+
+    /// <summary>No other process runs now and the 1-minute load average is within the core count (a measurement taken now may be cached).</summary>
+    public static bool Quiet()
+    {
+        if (OthersRunning() > 0) return false;
+        try
+        {
+            var first = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+            return !double.TryParse(first, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double load)
+                   || load <= Environment.ProcessorCount;
+        }
+        catch (IOException) { return true; }
+        catch (UnauthorizedAccessException) { return true; }
+    }
 
     public static int OthersRunning()
     {

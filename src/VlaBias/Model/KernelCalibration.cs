@@ -38,7 +38,7 @@ public sealed class KernelCalibration
     /// <param name="coresFree">Whether no other process is running now (default: CoreLoad); a measurement taken otherwise is not written.</param>
     public KernelCalibration(string file, string? cpuKey = null, Func<bool>? coresFree = null)
     {
-        this.coresFree = coresFree ?? (() => CoreLoad.OthersRunning() == 0);
+        this.coresFree = coresFree ?? CoreLoad.Quiet;
         CacheFile = file;
         cpu = cpuKey ?? CpuInfo.This.Key;
         entries = ReadCache(file, cpu);
@@ -84,7 +84,7 @@ public sealed class KernelCalibration
             {
                 bool quiet = coresFree() && pool?.Contended != true;
                 entry = Measure(n, k, bucket, pool);
-                quiet &= pool?.Contended != true;
+                quiet &= coresFree() && pool?.Contended != true; // quiet before and after
                 entries[key] = entry;
                 Measured++;
                 Log.Debug("kernels: {Key}: libtorch {Torch:F1} µs, small-row {Small:F1} µs → {Choice}{Loaded}", key, entry.LibtorchUs, entry.SmallUs,
