@@ -24,7 +24,7 @@ public static class AskCommand
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
-            var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
+            var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ResolveDType(p.GetValue(dtype), p.GetValue(model)!));
             using var applied = methodOptions.Read(p).Apply(vla);
             var px = vla.Images.Load(p.GetValue(image)!);
             var q = p.GetValue(question)!;

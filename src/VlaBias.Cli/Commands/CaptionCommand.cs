@@ -46,7 +46,7 @@ public static class CaptionCommand
                     (engine, preprocessor) = (onnx, onnx.Images);
                     break;
                 case "torch":
-                    var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
+                    var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ResolveDType(p.GetValue(dtype), p.GetValue(model)!));
                     disposables.Add(methods.Apply(vla));
                     penalty = methods.PenaltyFor(vla, "data/words/gender_words.json");
                     (engine, preprocessor) = (new TorchEngine(vla), vla.Images);

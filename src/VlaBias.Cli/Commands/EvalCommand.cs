@@ -43,7 +43,7 @@ public static class EvalCommand
             DefaultData.Ensure(s.Manifest, s.World);
             if (p.GetValue(shard) is not null && p.GetValue(slurm.Slurm)) throw new BadInputException("--shard: not with --slurm (give --shards N; each task gets its --shard)");
             if (slurm.Eval(p, s, p.GetValue(model)!, p.GetValue(adapter), methodOptions.Read(p, p.GetValue(beams)), p.GetValue(outDir)!, p.GetValue(limit), [outDir, shard]) is int code) return code;
-            var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ParseDType(p.GetValue(dtype)));
+            var vla = Vla.Load(p.GetValue(model)!, p.GetValue(adapter), dtype: ModelOptions.ResolveDType(p.GetValue(dtype), p.GetValue(model)!));
             var methods = methodOptions.Read(p, p.GetValue(beams));
             using var applied = methods.Apply(vla);
             var req = new EvalRequest(p.GetValue(model)!, p.GetValue(adapter), s, p.GetValue(outDir)!, Shard.Parse(p.GetValue(shard)), !p.GetValue(noCache), p.GetValue(limit), methods);

@@ -7,7 +7,8 @@ namespace VlaBias.Cli.Commands;
 public static class ModelOptions
 {
     public static Option<string> DType() =>
-        new("--dtype") { Description = "Compute dtype: f32 or bf16 (weights are converted while loading)", DefaultValueFactory = _ => "f32" };
+        new("--dtype") { Description = "Compute dtype: auto (bf16 above 100 M parameters on a CPU with avx512_bf16/AMX, else f32), f32 or bf16 (weights are converted while loading)", DefaultValueFactory = _ => "auto" };
 
-    public static ScalarType ParseDType(string? name) => VlaBias.Model.ComputeDType.Parse(name ?? "f32");
+    /// <summary>The dtype to load <paramref name="model"/> in (auto resolved on its parameter count and this CPU, and logged).</summary>
+    public static ScalarType ResolveDType(string? name, string model) => VlaBias.Model.ComputeDType.Resolve(name ?? "auto", model).DType;
 }

@@ -1,6 +1,9 @@
 // One LoRA-wrapped linear layer (PEFT's tuners/lora/layer.py): x [.., in] → base_layer(x) + lora_B(lora_A(dropout(x))) ·
 // scaling, [.., out]; base_layer(x) alone while disabled. base_layer is the model's own KernelLinear, untouched and
 // frozen; lora_A [r, in] and lora_B [out, r] are the only trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
+// Precision: the adapter is never below fp32. On a bf16 base (`--dtype bf16`) lora_A/lora_B, their gradients and so the
+// optimizer's state stay fp32; the adapter path runs in fp32 on x cast up, and its output is cast to the base's dtype
+// where it joins the base output (as PEFT does under autocast with an fp32 adapter).
 using TorchSharp;
 using TorchSharp.Modules;
 using VlaBias.Model;
@@ -33,14 +36,18 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
             lora_A.weight.uniform_(-bound, bound, generator: generator);
             lora_B.weight.zero_();
         }
-        if (w.dtype != lora_A.weight.dtype || w.device != lora_A.weight.device)
+        var adapterType = AdapterDType(w.dtype);
+        if (adapterType != lora_A.weight.dtype || w.device != lora_A.weight.device)
         {
-            lora_A.to(w.dtype).to(w.device);
-            lora_B.to(w.dtype).to(w.device);
+            lora_A.to(adapterType).to(w.device);
+            lora_B.to(adapterType).to(w.device);
         }
         if (dropoutP > 0) dropout = nn.Dropout(dropoutP);
         RegisterComponents();
     }
+
+    /// <summary>The adapter's dtype for a base weight of <paramref name="baseType"/>: fp64 stays fp64, anything else is fp32.</summary>
+    public static ScalarType AdapterDType(ScalarType baseType) => baseType == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
 
     public string Path { get; }
     public double Scaling { get; }
@@ -57,7 +64,14 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         if (!Enabled) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var result = base_layer.call(x);
-        var h = lora_A.call(dropout is null ? x : dropout.call(x));
+        var xa = dropout is null ? x : dropout.call(x);
+        if (xa.dtype != lora_A.weight.dtype)
+        {
+            // lower-precision base: the adapter path in fp32, joined to the base output in its dtype
+            var delta = lora_B.call(lora_A.call(xa.to_type(lora_A.weight.dtype))).mul(Scaling);
+            return (result + delta.to_type(result.dtype)).MoveToOuterDisposeScope();
+        }
+        var h = lora_A.call(xa);
         if (result.dtype == ScalarType.Float64) return (result + lora_B.call(h).mul(Scaling)).MoveToOuterDisposeScope();
         // result + scaling · h·Bᵀ as one GEMM that accumulates into the base output (addmm, beta 1): saves a
         // multiply pass and an add pass over [tokens, out] forward and backward. addmm's alpha is a float, which is

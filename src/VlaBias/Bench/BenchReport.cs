@@ -26,8 +26,12 @@ public static class BenchReport
         var roofBf16 = MatmulRoof.Measure(roofN, ScalarType.BFloat16, 1, Math.Max(5, reps));
         Log.Information("bench: roof {Gflops:F1} GFLOP/s fp32, {Bf16:F1} bf16 ({N}³ matmuls)", roof.Median, roofBf16.Median, roofN);
 
+        var membw = MemoryBandwidth.Measure(quick ? 256L << 20 : 1L << 30, reps);
+        Log.Information("bench: streaming read {Gbs:F1} GB/s", membw.Median);
         var lora = worker(TrainStepBench.Lora);
         Log.Information("bench: LoRA step {Ms:F1} ms", lora["step_ms"]!["median"]!.GetValue<double>());
+        var loraBf16 = worker(TrainStepBench.LoraBf16);
+        Log.Information("bench: LoRA step on a bf16 base {Ms:F1} ms", loraBf16["step_ms"]!["median"]!.GetValue<double>());
         var full = worker(TrainStepBench.Full);
         Log.Information("bench: full fine-tuning step {Ms:F1} ms", full["step_ms"]!["median"]!.GetValue<double>());
         JsonObject? peerJson = null, peerSetup = null;
@@ -93,6 +97,13 @@ public static class BenchReport
             ["caption_b1_roof_fraction"] = Round(inference.CaptionGflopsB1 / roof.Median),
             ["caption_b32_roof_fraction"] = Round(inference.CaptionGflopsB32 / roof.Median),
             ["bf16_roof_gflops"] = Timings.Round(roofBf16.Median, 2),
+            ["membw_gbs"] = Timings.Round(membw.Median, 2),
+            ["lora_step_ms_bf16"] = Timings.Round(loraBf16["step_ms"]!["median"]!.GetValue<double>(), 2),
+            ["caption_images_per_s_b1_plain"] = Round(inference.ImagesPerSB1Plain),
+            ["caption_images_per_s_b32_plain"] = Round(inference.ImagesPerSB32Plain),
+            ["gen_tokens_per_s_cache_plain"] = Round(inference.TokensPerSCachePlain),
+            // weight bytes a cached decode step reads (fp32) × tokens/s, as a share of the measured streaming read
+            ["decode_bandwidth_fraction"] = Round(MemoryBandwidth.DecodeStepWeightBytes(cfg.Text) * inference.TokensPerSCache / (membw.Median * 1e9)),
             ["peer_step_ms"] = peerMs,
             ["machine_noise"] = Timings.Round(noises.Max()),
             ["config"] = new JsonObject
@@ -110,6 +121,8 @@ public static class BenchReport
             },
             ["roof"] = new JsonObject { ["matmul"] = $"{roofN}x{roofN} @ {roofN}x{roofN}", ["fp32_gflops"] = roof.ToJson(), ["bf16_gflops"] = roofBf16.ToJson() },
             ["lora"] = lora,
+            ["lora_bf16"] = loraBf16,
+            ["membw"] = new JsonObject { ["buffer_bytes"] = quick ? 256L << 20 : 1L << 30, ["gbs"] = membw.ToJson() },
             ["full"] = full,
             ["peer"] = peerJson,
             ["peer_setup"] = peerSetup?.DeepClone(),

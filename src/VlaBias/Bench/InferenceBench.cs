@@ -2,6 +2,8 @@
 // generation tokens/s with and without the KV cache (batch 1, a fixed number of new tokens: the stop token is
 // suppressed until then, so both paths do the same work), captioning images/s at batch 1 and 32 (vision tower +
 // prefill + forced caption length), and the same captions through ONNX Runtime (exported once with OnnxExporter).
+// Each TorchSharp figure is taken twice in a row, with the model's kernel choice as loaded (Auto by default) and with
+// it forced to libtorch (the `_plain` twins), so a kernel choice that loses to libtorch shows in one run.
 using System.Text.Json.Nodes;
 using VlaBias.Export;
 using VlaBias.Generation;
@@ -14,7 +16,8 @@ public static class InferenceBench
 {
     public sealed record Result(JsonObject Details, double? TokensPerSCache, double? TokensPerSNoCache,
         double? ImagesPerSB1, double? ImagesPerSB32, double? OnnxOverTorchB1, double? OnnxOverTorchB32,
-        double? CaptionGflopsB1, double? CaptionGflopsB32);
+        double? CaptionGflopsB1, double? CaptionGflopsB32,
+        double? TokensPerSCachePlain = null, double? ImagesPerSB1Plain = null, double? ImagesPerSB32Plain = null);
 
     /// <summary>
     /// Language-model matmul FLOPs of captioning <paramref name="rows"/> images: prefill of the prompt through every
@@ -49,6 +52,7 @@ public static class InferenceBench
             if (g[0].Tokens.Length != newTokens) throw new InvalidOperationException($"generated {g[0].Tokens.Length} tokens, expected {newTokens}");
         });
         var cached = Generate(true);
+        var cachedPlain = Plain(vla, () => Generate(true));
         var recomputed = Generate(false);
         double tpsCache = newTokens * 1000.0 / cached.Median, tpsNoCache = newTokens * 1000.0 / recomputed.Median;
         details["generation"] = new JsonObject
@@ -56,6 +60,8 @@ public static class InferenceBench
             ["batch"] = 1, ["new_tokens"] = newTokens,
             ["cache_ms"] = cached.ToJson(), ["nocache_ms"] = recomputed.ToJson(),
             ["cache_speedup"] = Timings.Round(tpsCache / tpsNoCache),
+            ["cache_plain_ms"] = cachedPlain.ToJson(),
+            ["kernel_choice"] = vla.Model.Kernels.Choice.ToString(),
         };
 
         // captioning through TorchSharp at batch 1 and CaptionBatch
@@ -66,7 +72,9 @@ public static class InferenceBench
             gen.Generate(batch, options);
         });
         var torchB1 = Caption(1);
+        var torchB1Plain = Plain(vla, () => Caption(1));
         var torchBn = Caption(bc.CaptionBatch);
+        var torchBnPlain = Plain(vla, () => Caption(bc.CaptionBatch));
         double ipsB1 = 1000.0 / torchB1.Median, ipsBn = bc.CaptionBatch * 1000.0 / torchBn.Median;
         double gflopsB1 = CaptionFlops(bc, prompt.Length, 1) / (torchB1.Median * 1e-3) / 1e9;
         double gflopsBn = CaptionFlops(bc, prompt.Length, bc.CaptionBatch) / (torchBn.Median * 1e-3) / 1e9;
@@ -78,6 +86,7 @@ public static class InferenceBench
             // how close each batch size runs to the machine: language-model matmul FLOPs of the work per second
             ["b1_gflops"] = Timings.Round(gflopsB1, 2),
             ["b32_gflops"] = Timings.Round(gflopsBn, 2),
+            ["b1_plain_ms"] = torchB1Plain.ToJson(), ["b32_plain_ms"] = torchBnPlain.ToJson(),
         };
 
         double? onnxB1 = null, onnxBn = null;
@@ -102,6 +111,17 @@ public static class InferenceBench
         }
         else details["onnx"] = "skipped (--quick)";
         foreach (var p in pixels) p.Dispose();
-        return new Result(details, tpsCache, tpsNoCache, ipsB1, ipsBn, onnxB1, onnxBn, gflopsB1, gflopsBn);
+        return new Result(details, tpsCache, tpsNoCache, ipsB1, ipsBn, onnxB1, onnxBn, gflopsB1, gflopsBn,
+            newTokens * 1000.0 / cachedPlain.Median, 1000.0 / torchB1Plain.Median, bc.CaptionBatch * 1000.0 / torchBnPlain.Median);
+    }
+
+    /// <summary>Times <paramref name="measure"/> with the model's kernel choice forced to libtorch, then restores it.</summary>
+    private static Timings Plain(Vla vla, Func<Timings> measure)
+    {
+        var kernels = vla.Model.Kernels;
+        var choice = kernels.Choice;
+        kernels.Choice = KernelChoice.Libtorch;
+        try { return measure(); }
+        finally { kernels.Choice = choice; }
     }
 }

@@ -4,6 +4,8 @@
 // features and token embeddings, so the PyTorch peer (tools/bench/peer_step.py) can do exactly the same work.
 // Step = forward + cross-entropy over all positions, backward, clip_grad_norm_(1.0), AdamW (wd 0.01), zero_grad.
 // Each part is timed on its own (CPU kernels are synchronous), which is the profile `bench` reports.
+// lora-bf16 is the LoRA step on a bf16 base (weights and activations bf16; adapters, their optimizer state and the
+// loss fp32), as `tune --dtype bf16` trains.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using TorchSharp;
@@ -16,21 +18,30 @@ namespace VlaBias.Bench;
 
 public static class TrainStepBench
 {
-    public const string Lora = "lora", Full = "full";
+    public const string Lora = "lora", Full = "full", LoraBf16 = "lora-bf16";
 
     /// <summary>Measures <paramref name="mode"/> (lora or full) and returns its figures; peak RSS is this process's VmHWM at the end.</summary>
     public static JsonObject Run(BenchConfig bc, string mode, int warmup, int repeats, long seed = 0)
     {
-        if (mode is not (Lora or Full)) throw new BadInputException($"--worker: unknown mode '{mode}' (expected lora or full)");
+        if (mode is not (Lora or Full or LoraBf16)) throw new BadInputException($"--worker: unknown mode '{mode}' (expected lora, lora-bf16 or full)");
+        bool lora = mode is Lora or LoraBf16;
+        var dtype = mode == LoraBf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         var cfg = bc.Llava(bc.Vocab);
         manual_seed(seed);
         LlavaModel model;
-        using (no_grad()) model = new LlavaModel(cfg);
-        model.InitWeights(0.02, seed);
+        // built in its dtype (default dtype switched for the constructor and init only), as LlavaModel.FromPretrained does
+        var previous = get_default_dtype();
+        try
+        {
+            set_default_dtype(dtype);
+            using (no_grad()) model = new LlavaModel(cfg);
+            model.InitWeights(0.02, seed);
+        }
+        finally { set_default_dtype(previous); }
         model.train();
         List<Parameter> trainable;
         long loraParams = 0;
-        if (mode == Lora)
+        if (lora)
         {
             var adapter = LoraAdapter.Apply(model, new LoraConfig(R: bc.LoraRank, Alpha: bc.LoraAlpha), seed);
             trainable = adapter.Parameters().ToList();
@@ -44,7 +55,7 @@ public static class TrainStepBench
         }
         var opt = optim.AdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
         var gen = new Generator((ulong)seed + 1);
-        var embeds = (randn([bc.Batch, bc.Sequence, cfg.Text.HiddenSize], generator: gen) * 0.02).DetachFromDisposeScope();
+        var embeds = (randn([bc.Batch, bc.Sequence, cfg.Text.HiddenSize], generator: gen) * 0.02).to_type(dtype).DetachFromDisposeScope();
         var labels = randint(0, cfg.Text.VocabSize, [bc.Batch, bc.Sequence], generator: gen).DetachFromDisposeScope();
 
         var forward = new List<double>();
@@ -74,10 +85,11 @@ public static class TrainStepBench
         int n = step.Values.Length;
         double tokens = (double)bc.Batch * bc.Sequence;
         double modelFlops = TrainingFlops.Model(cfg.Text, bc.Batch, bc.Sequence);
-        double honestFlops = mode == Lora ? TrainingFlops.LoraHonest(cfg.Text, bc.Batch, bc.Sequence, loraParams) : modelFlops;
+        double honestFlops = lora ? TrainingFlops.LoraHonest(cfg.Text, bc.Batch, bc.Sequence, loraParams) : modelFlops;
         return new JsonObject
         {
             ["mode"] = mode,
+            ["dtype"] = dtype == ScalarType.BFloat16 ? "bf16" : "f32",
             ["step_ms"] = step.ToJson(),
             // process CPU time per step (all threads): steadier than wall time on a shared machine
             ["step_cpu_ms"] = Last(cpu, n).ToJson(),

@@ -1,21 +1,26 @@
 // Which kernel a linear layer runs: libtorch's (nn.functional.linear) or the small-row AVX-512 kernel
 // (SmallRowKernel.cs). One object per model, shared by its KernelLinear modules, so the choice is made by the layer in
 // its own forward and no global switch changes how every Linear computes.
-// In: x [.., K], W [N, K], b [N] at each call. Out: y [.., N], from the kernel this object chooses:
-//   the small-row kernel when it is available here (Vector512 hardware-accelerated, not VLATUNE_SMALL_LINEAR=0), the
-//   weights are contiguous fp32 on the CPU, no autograd graph is needed, and x has at most MaxRows rows
-//   (8 on the calling thread; 64 in decode mode, split over a spinning thread pool);
-//   libtorch otherwise (the reference the tests compare the kernel with).
+// In: x [.., K], W [N, K], b [N] at each call. Out: y [.., N], from the kernel this object chooses.
+// The kernel can run only where it is available here (Vector512 hardware-accelerated), the weights are contiguous fp32
+// on the CPU, no autograd graph is needed, and x has at most MaxRows rows (8 on the calling thread; 64 in decode mode,
+// split over a SpinPool). Within that, Choice decides: Libtorch never takes it, SmallRows always does (as before the
+// calibration; VLATUNE_SMALL_LINEAR=1), Auto (the default) takes it for a (shape, rows, threads) only where
+// KernelCalibration measured it faster than libtorch on this CPU. libtorch is the reference the tests compare with.
 // Decode mode is a scope the decoding engine owns (Decoding): while it is open on a thread, libtorch runs on one thread
 // and the kernel takes every linear of up to DecodeMaxRows rows called from that thread on all cores. libtorch's
 // thread count is process-wide, so one decode mode at a time per process: a second one asked for from another thread
-// runs without it; asked for again on the same thread while open is a programming error.
-// This is where a kernel choice by measurement (a calibration per CPU and shape) plugs in: Applies decides per call.
+// runs without it; asked for again on the same thread while open is a programming error. On Auto, decode mode opens
+// only where the calibration measured the model's linears faster that way, and not while other processes hold the
+// cores (a pool whose workers cannot get a core makes every call wait for them: measured 21 against 77 images/s).
 using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace VlaBias.Model;
+
+/// <summary>How a LinearKernels object chooses: by measurement, always the small-row kernel where it can run, or never.</summary>
+public enum KernelChoice { Auto, SmallRows, Libtorch }
 
 public sealed class LinearKernels
 {
@@ -25,24 +30,44 @@ public sealed class LinearKernels
     /// <summary>Rows of a decode step up to which <see cref="Decoding"/> switches to decode mode.</summary>
     public const int DecodeMaxRows = 64;
 
-    /// <summary>Whether this machine and environment allow the small-row kernel (AVX-512; VLATUNE_SMALL_LINEAR=0 turns it off).</summary>
-    public static readonly bool SmallRowsSupported =
-        Vector512.IsHardwareAccelerated && Environment.GetEnvironmentVariable("VLATUNE_SMALL_LINEAR") != "0";
+    /// <summary>Decode mode on Auto opens when the kernel's summed time over the model's linears is below this share of libtorch's.</summary>
+    public const double DecodeMargin = 0.9;
+
+    /// <summary>Whether this machine can run the small-row kernel at all (AVX-512).</summary>
+    public static readonly bool SmallRowsSupported = Vector512.IsHardwareAccelerated;
+
+    /// <summary>The choice VLATUNE_SMALL_LINEAR forces: 0 → Libtorch, 1 → SmallRows, unset or anything else → Auto.</summary>
+    public static KernelChoice EnvironmentChoice => Environment.GetEnvironmentVariable("VLATUNE_SMALL_LINEAR") switch
+    {
+        "0" => KernelChoice.Libtorch,
+        "1" => KernelChoice.SmallRows,
+        _ => KernelChoice.Auto,
+    };
 
     /// <summary>Always libtorch: for layers that run at many rows (the vision tower: hundreds of patches per image).</summary>
-    public static readonly LinearKernels LibtorchOnly = new(smallRows: false);
+    public static readonly LinearKernels LibtorchOnly = new(KernelChoice.Libtorch);
 
     // One decode mode per process (libtorch's thread count is process-wide): the managed thread that owns it, 0 = none.
     private static int decodeOwnerThread;
     private static readonly Lazy<SpinPool> Pool = new(() => new SpinPool(Math.Max(1, Math.Min(get_num_threads(), Environment.ProcessorCount) - 1)));
 
+    private readonly KernelCalibration? calibration;
+    private readonly Dictionary<(long n, long k), int> shapes = new();
     private int decodingThread; // the thread on which this object's decode mode is open, 0 = none
 
-    /// <param name="smallRows">Allow the small-row kernel (default: where <see cref="SmallRowsSupported"/>).</param>
-    public LinearKernels(bool? smallRows = null) => SmallRows = (smallRows ?? true) && SmallRowsSupported;
+    /// <param name="choice">How to choose (default: <see cref="EnvironmentChoice"/>).</param>
+    /// <param name="calibration">Where Auto's measurements live (default: <see cref="KernelCalibration.Default"/>, read at first use).</param>
+    public LinearKernels(KernelChoice? choice = null, KernelCalibration? calibration = null)
+    {
+        Choice = choice ?? EnvironmentChoice;
+        this.calibration = calibration;
+    }
+
+    /// <summary>How this object chooses; settable so a bench can time the same model with the kernel forced off.</summary>
+    public KernelChoice Choice { get; set; }
 
     /// <summary>Whether this object may choose the small-row kernel at all.</summary>
-    public bool SmallRows { get; }
+    public bool SmallRows => Choice != KernelChoice.Libtorch && SmallRowsSupported;
 
     /// <summary>Whether decode mode is open on the calling thread.</summary>
     public bool InDecodeMode => decodingThread != 0 && decodingThread == Environment.CurrentManagedThreadId;
@@ -50,11 +75,19 @@ public sealed class LinearKernels
     /// <summary>Rows of x up to which the small-row kernel is chosen on the calling thread now.</summary>
     public int MaxRows => InDecodeMode ? DecodeMaxRows : CallerThreadMaxRows;
 
+    private KernelCalibration Calibration => calibration ?? KernelCalibration.Default;
+
+    /// <summary>Records that a layer with an [n, k] weight computes through this object (decode mode's calibration sums over them).</summary>
+    internal void Register(long n, long k)
+    {
+        lock (shapes) shapes[(n, k)] = shapes.GetValueOrDefault((n, k)) + 1;
+    }
+
     /// <summary>y = x·Wᵀ (+ b) with the kernel this object chooses for these tensors.</summary>
     public Tensor Linear(Tensor x, Tensor w, Tensor? b) =>
         Applies(x, w, b) ? SmallRowKernel.Forward(x, w, b, InDecodeMode ? Pool.Value : null) : nn.functional.linear(x, w, b);
 
-    /// <summary>Whether <see cref="Linear"/> takes the small-row kernel for these tensors.</summary>
+    /// <summary>Whether <see cref="Linear"/> takes the small-row kernel for these tensors (on Auto, measuring the shape at its first use).</summary>
     public bool Applies(Tensor x, Tensor w, Tensor? b)
     {
         if (!SmallRows || w.dim() != 2 || x.dim() < 1) return false;
@@ -64,17 +97,20 @@ public sealed class LinearKernels
         if (k == 0 || x.shape[^1] != k) return false; // nn.functional.linear reports the mismatch
         long m = x.numel() / k;
         if (m < 1 || m > MaxRows) return false;
-        return !is_grad_enabled() || !(x.requires_grad || w.requires_grad || b is not null && b.requires_grad);
+        if (is_grad_enabled() && (x.requires_grad || w.requires_grad || b is not null && b.requires_grad)) return false;
+        // in decode mode libtorch runs on one thread: the kernel on all cores is the better of the two for every linear
+        if (Choice == KernelChoice.SmallRows || InDecodeMode) return true;
+        return Calibration.Get("caller", w.shape[0], k, m, null).SmallFaster;
     }
 
     /// <summary>
     /// Decode mode for the steps of a generation with <paramref name="rows"/> sequences on the calling thread (disposing
     /// the result ends it): libtorch runs on one thread, and the kernel takes every linear of up to DecodeMaxRows rows
-    /// and splits it over the intra-op thread count with its own spinning workers. A decode step is almost all linears
-    /// of few rows; the rest (norms, rotary, attention over the cache) is too small for libtorch to parallelise anyway.
-    /// Measured on the bench sizes (2 cores): a batch-32 step 41–45 → 29–33 ms, a batch-1 step 9–13 → 7.5–8 ms.
+    /// and splits it over the intra-op thread count with its own workers. A decode step is almost all linears of few
+    /// rows; the rest (norms, rotary, attention over the cache) is too small for libtorch to parallelise anyway.
     /// A no-op scope when the kernel is off, there is one thread, there are more rows, or another thread is decoding;
-    /// opening it twice on one thread throws.
+    /// on Auto also when the calibration found libtorch as fast, or other processes hold the cores. Opening it twice on
+    /// one thread throws.
     /// </summary>
     public IDisposable Decoding(long rows)
     {
@@ -83,11 +119,29 @@ public sealed class LinearKernels
             throw new InvalidOperationException("decode mode is already open on this thread (a generation inside a generation)");
         int threads = get_num_threads();
         if (!SmallRows || threads <= 1 || rows > DecodeMaxRows) return NoScope.Instance;
+        if (Choice == KernelChoice.Auto && !DecodeModePays(rows, threads)) return NoScope.Instance;
         if (Interlocked.CompareExchange(ref decodeOwnerThread, me, 0) != 0) return NoScope.Instance;
         _ = Pool.Value;
         set_num_threads(1);
         decodingThread = me;
         return new DecodeScope(this, threads);
+    }
+
+    /// <summary>On Auto: the pool can get its cores, and the kernel over the pool beat libtorch (at its thread count) on this model's linears summed.</summary>
+    private bool DecodeModePays(long rows, int threads)
+    {
+        if (Pool.Value.Contended || CoreLoad.OthersRunning() + threads > Environment.ProcessorCount) return false;
+        (long n, long k, int count)[] mine;
+        lock (shapes) mine = shapes.Select(kv => (kv.Key.n, kv.Key.k, kv.Value)).ToArray();
+        if (mine.Length == 0) return false;
+        double small = 0, torch = 0;
+        foreach (var (n, k, count) in mine)
+        {
+            var e = Calibration.Get("decode", n, k, rows, Pool.Value);
+            small += count * e.SmallUs;
+            torch += count * e.LibtorchUs;
+        }
+        return small < DecodeMargin * torch;
     }
 
     /// <summary>Ends decode mode and gives libtorch back its thread count.</summary>

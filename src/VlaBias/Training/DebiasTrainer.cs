@@ -43,7 +43,7 @@ public static class DebiasTrainer
         Log.Information("tune: run folder {Run}", run.Dir);
 
         Vla vla;
-        using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Parse(cfg.DType));
+        using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Resolve(cfg.DType, cfg.Model).DType);
         var scope = phases.Time("manifest");
         var (tune, val, manifestDir) = Splits(cfg);
         var suite = Suite.Load(cfg.Suite);

@@ -30,6 +30,11 @@ public class BenchCliTests
             // measured in a quick run: everything but ONNX and the peer
             foreach (var k in Keys.Where(k => !k.StartsWith("onnx") && k != "peer_step_ratio"))
                 Assert.That(o[k]!.GetValue<double>(), Is.GreaterThan(0), k);
+            // kernels and dtype: memory bandwidth, the bf16 LoRA step, the kernel-off twins, the decode bandwidth share
+            foreach (var k in new[] { "membw_gbs", "lora_step_ms_bf16", "caption_images_per_s_b1_plain", "caption_images_per_s_b32_plain",
+                                      "gen_tokens_per_s_cache_plain", "decode_bandwidth_fraction" })
+                Assert.That(o[k]!.GetValue<double>(), Is.GreaterThan(0), k);
+            Assert.That(o["lora_bf16"]!["dtype"]!.GetValue<string>(), Is.EqualTo("bf16"));
             Assert.That(o["onnx_over_torch_b1"], Is.Null);
             Assert.That(o["peer_step_ratio"], Is.Null);
             Assert.That(o["lora"]!["mode"]!.GetValue<string>(), Is.EqualTo("lora"));

@@ -99,13 +99,19 @@ public class EngineTests
     {
         using var batch = PaddedBatch(new TorchEngine(vla));
         var kernels = vla.Model.Kernels;
-        bool expected = kernels.SmallRows && get_num_threads() > 1;
-        using (no_grad())
-        using (new TorchEngine(vla).Prefill(batch, 4, out _))
-            Assert.That(kernels.InDecodeMode, Is.EqualTo(expected));
-        Assert.That(kernels.InDecodeMode, Is.False);
-        new TextGenerator(vla).Generate(batch, GenerationOptions.Greedy(4));
-        Assert.That(kernels.InDecodeMode, Is.False, "a generation ends its decode mode");
+        var choice = kernels.Choice;
+        kernels.Choice = KernelChoice.SmallRows; // the engine's ownership of the scope, not Auto's measurement, is under test
+        try
+        {
+            bool expected = kernels.SmallRows && get_num_threads() > 1;
+            using (no_grad())
+            using (new TorchEngine(vla).Prefill(batch, 4, out _))
+                Assert.That(kernels.InDecodeMode, Is.EqualTo(expected));
+            Assert.That(kernels.InDecodeMode, Is.False);
+            new TextGenerator(vla).Generate(batch, GenerationOptions.Greedy(4));
+            Assert.That(kernels.InDecodeMode, Is.False, "a generation ends its decode mode");
+        }
+        finally { kernels.Choice = choice; }
     }
 
     [Test]

@@ -8,7 +8,7 @@ namespace VlaBias.Tests.Model;
 /// <summary>The small-batch fp32 kernel against nn.functional.linear (the reference), on shapes that hit every tail, and the kernel choice of LinearKernels.</summary>
 public class LinearKernelsTests
 {
-    private readonly LinearKernels kernels = new();
+    private readonly LinearKernels kernels = new(KernelChoice.SmallRows);
 
     [SetUp]
     public void RequireKernel()
