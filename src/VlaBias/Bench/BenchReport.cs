@@ -49,13 +49,18 @@ public static class BenchReport
 
         string scratch = Path.Combine(Path.GetTempPath(), $"vlatune-bench-{Guid.NewGuid():N}");
         InferenceBench.Result inference;
+        ProbeBench.Result probing;
         try
         {
             inference = InferenceBench.Run(bc, scratch, warm, reps, onnx: !quick, threads, seed);
+            probing = ProbeBench.Run(Vla.Load(Path.Combine(scratch, "model")), warm, reps, seed: seed);
         }
         finally { try { Directory.Delete(scratch, true); } catch (IOException) { } }
         Log.Information("bench: generation {Cache:F1} tokens/s cached, {NoCache:F1} recomputed; captioning {B1:F2} images/s (b1), {B32:F2} (b32)",
             inference.TokensPerSCache, inference.TokensPerSNoCache, inference.ImagesPerSB1, inference.ImagesPerSB32);
+        Log.Information("bench: probing {Naive:F1} prompts/s naive, {Shared:F1} with the shared image prefix (max |Δp| {Diff:E1})",
+            probing.NaivePromptsPerS, probing.SharedPromptsPerS, probing.MaxProbDiff);
+        inference.Details["probing"] = probing.Details;
 
         double loraMs = lora["step_ms"]!["median"]!.GetValue<double>(), fullMs = full["step_ms"]!["median"]!.GetValue<double>();
         double roofFlops = roof.Median * 1e9;
@@ -81,6 +86,8 @@ public static class BenchReport
             ["caption_images_per_s_b32"] = Round(inference.ImagesPerSB32),
             ["onnx_over_torch_b1"] = Round(inference.OnnxOverTorchB1),
             ["onnx_over_torch_b32"] = Round(inference.OnnxOverTorchB32),
+            ["probe_prompts_per_s_naive"] = Timings.Round(probing.NaivePromptsPerS),
+            ["probe_prompts_per_s_shared"] = Timings.Round(probing.SharedPromptsPerS),
             ["peer_step_ratio"] = peerMs is double pm && peerRefused is null ? Timings.Round(loraMs / pm) : null,
             ["peer_step_ratio_refused"] = peerRefused,
 

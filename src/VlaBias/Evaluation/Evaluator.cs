@@ -1,7 +1,8 @@
 // The evaluator: runs a suite on a model (+ optional adapter already applied to it) and produces samples,
 // then metrics. Data flow:
 //   manifest items of the suite's split → work units (caption / probe / fact prompts per item), in a fixed order and
-//   fixed batches → each batch is answered by the model (greedy captions and answers, option probabilities for probes)
+//   fixed batches → each batch is answered by the model (greedy captions and answers, option probabilities for probes,
+//   whose prompt prefix through the image tokens runs once per image of the batch: Generation/SharedPrefix.cs)
 //   unless the result cache already has it → samples (sorted by key) → Metrics.Compute → metrics.json.
 // Sharding (--shard i/n) takes every n-th batch, so each unit is computed in the same batch, with the same padding,
 // as in an unsharded run, and merged shards give the same numbers. The cache is an append-only JSONL file keyed by
@@ -180,28 +181,56 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         return all;
     }
 
+    /// <summary>
+    /// Probes are scored with the prompt prefix through the image tokens computed once per image of the batch
+    /// (Generation/SharedPrefix.cs) when the prompts allow it; false = every prompt in full (the reference path).
+    /// </summary>
+    public bool SharePrefix { get; init; } = true;
+
+    /// <summary>
+    /// The option probabilities [B, options] of prompts about images (rows <paramref name="imageOfRow"/> of
+    /// <paramref name="features"/>), as the evaluator scores probes: with <paramref name="share"/> the prefix through the
+    /// image tokens runs once per distinct image when every prompt has the same prefix ids, else every prompt in full.
+    /// </summary>
+    public static float[][] ScoreOptions(Vla vla, TextGenerator gen, IReadOnlyList<int[]> prompts, Tensor features,
+        IReadOnlyList<int> imageOfRow, IReadOnlyList<string> options, bool share)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        if (share && SharedPrefix.Split(prompts, vla.Model.Config.ImageTokenIndex) is int p)
+        {
+            var images = imageOfRow.Distinct().ToList();
+            var slot = images.Select((img, k) => (img, k)).ToDictionary(x => x.img, x => (long)x.k);
+            var prefixFeatures = features.index_select(0, tensor(images.Select(i => (long)i).ToArray()));
+            var logits = SharedPrefix.LastLogits(vla.Model, prompts, p, prefixFeatures, imageOfRow.Select(i => slot[i]).ToList(),
+                vla.Tokenizer.PadId, vla.Prompts.VirtualTokens);
+            return gen.OptionProbabilities(logits, options);
+        }
+        var feats = features.index_select(0, tensor(imageOfRow.Select(i => (long)i).ToArray()));
+        using var batch = vla.Batch(prompts, null, feats);
+        return gen.ScoreOptions(batch, options);
+    }
+
     private List<Sample> Answer(TextGenerator gen, IReadOnlyList<ManifestItem> items, Tensor features, List<WorkUnit> units)
     {
         using var scope = NewDisposeScope();
-        var feats = features.index_select(0, tensor(units.Select(u => (long)u.Item).ToArray()));
-        using var batch = vla.Batch(units.Select(u => PromptIds(u.Prompt)).ToList(), null, feats);
+        var prompts = units.Select(u => PromptIds(u.Prompt)).ToList();
         var result = new List<Sample>();
-        switch (units[0].Kind)
+        if (units[0].Kind == SampleKind.Probe)
         {
-            case SampleKind.Probe:
-                var probs = gen.ScoreOptions(batch, units[0].Options!);
-                for (int k = 0; k < units.Count; k++)
-                    result.Add(MakeSample(items[units[k].Item], units[k], null, probs[k].Select(p => Math.Round((double)p, 7)).ToArray(), null));
-                break;
-            default:
-                int max = units[0].Kind == SampleKind.Caption ? suite.MaxNewTokens : 4;
-                var opts = units[0].Kind == SampleKind.Caption && (beams > 1 || penalty is not null)
-                    ? new GenerationOptions(max, Math.Max(beams, 2)) : GenerationOptions.Greedy(max);
-                var outs = gen.Generate(batch, opts, units[0].Kind == SampleKind.Caption ? penalty : null);
-                for (int k = 0; k < units.Count; k++)
-                    result.Add(MakeSample(items[units[k].Item], units[k], outs[k].Text, null, Math.Round(outs[k].SumLogProb, 5)));
-                break;
+            var probs = ScoreOptions(vla, gen, prompts, features, units.Select(u => u.Item).ToList(), units[0].Options!, SharePrefix);
+            for (int k = 0; k < units.Count; k++)
+                result.Add(MakeSample(items[units[k].Item], units[k], null, probs[k].Select(p => Math.Round((double)p, 7)).ToArray(), null));
+            return result;
         }
+        var feats = features.index_select(0, tensor(units.Select(u => (long)u.Item).ToArray()));
+        using var batch = vla.Batch(prompts, null, feats);
+        int max = units[0].Kind == SampleKind.Caption ? suite.MaxNewTokens : 4;
+        var opts = units[0].Kind == SampleKind.Caption && (beams > 1 || penalty is not null)
+            ? new GenerationOptions(max, Math.Max(beams, 2)) : GenerationOptions.Greedy(max);
+        var outs = gen.Generate(batch, opts, units[0].Kind == SampleKind.Caption ? penalty : null);
+        for (int k = 0; k < units.Count; k++)
+            result.Add(MakeSample(items[units[k].Item], units[k], outs[k].Text, null, Math.Round(outs[k].SumLogProb, 5)));
         return result;
     }
 

@@ -106,11 +106,17 @@ public sealed class TextGenerator(IEngine engine)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
+        return OptionProbabilities(engine.LastLogits(batch), options);
+    }
+
+    /// <summary>The renormalized option probabilities [B, options] of last-position logits [B, V] (from any forward, e.g. a shared prefix's).</summary>
+    public float[][] OptionProbabilities(Tensor lastLogits, IReadOnlyList<string> options)
+    {
+        using var scope = NewDisposeScope();
         var ids = OptionTokenIds(options);
-        var logits = engine.LastLogits(batch).to_type(ScalarType.Float32);
-        var probs = logits.index_select(1, tensor(ids.Select(i => (long)i).ToArray())).softmax(-1);
+        var probs = lastLogits.to_type(ScalarType.Float32).index_select(1, tensor(ids.Select(i => (long)i).ToArray())).softmax(-1);
         var arr = probs.data<float>().ToArray();
-        return Enumerable.Range(0, (int)batch.Size).Select(r => arr.AsSpan(r * ids.Length, ids.Length).ToArray()).ToArray();
+        return Enumerable.Range(0, (int)lastLogits.shape[0]).Select(r => arr.AsSpan(r * ids.Length, ids.Length).ToArray()).ToArray();
     }
 
     public int[] OptionTokenIds(IReadOnlyList<string> options)

@@ -2,7 +2,8 @@
 // (loss = Σ weight · term), every term's value logged under its name. One micro-batch draws P counterfactual pairs
 // (x = man image, x' = woman image of one scene) and then, term by term, what the term needs, from one Random that is a
 // function of (seed, step, micro-batch), so a resumed run sees the same batches.
-//   parity      (p_yes(x,q) − p_yes(x',q))² over pairs × K probe prompts, p_yes renormalized over yes/no
+//   parity      (p_yes(x,q) − p_yes(x',q))² over pairs × K probe prompts, p_yes renormalized over yes/no; the
+//               prompt prefix through the image tokens runs once per image and its K probes continue from it
 //   caption_kl  symmetric KL of the next-token distributions of x and x' teacher-forced on x's gold caption, skipping
 //               positions whose target is a gender word (data/words/gender_words.json)
 //   unknown     −log p(unknown) on probes offered with a yes/no/unknown choice (Girrbach et al.)
@@ -11,6 +12,7 @@
 //               being the same model with the tuner disabled (computed once per micro-batch without gradients)
 using TorchSharp;
 using VlaBias.Adapters;
+using VlaBias.Generation;
 using VlaBias.Images;
 using VlaBias.Model;
 using static TorchSharp.torch;
@@ -62,24 +64,36 @@ internal static class Objectives
         return loss;
     }
 
-    /// <summary>Mean squared p_yes difference over pairs × probes.</summary>
+    /// <summary>
+    /// Mean squared p_yes difference over pairs × probes. The K probes of each image continue from that image's prompt
+    /// prefix, computed once (Generation/SharedPrefix.cs, gradients flowing through it), when the prompts allow it.
+    /// </summary>
     private static Tensor Parity(MicroBatch mb)
     {
         var rows = new List<int>();
         var prompts = new List<int[]>();
+        var images = new List<int>();           // the prefixes: man, woman of each pair with probes
+        var prefixOfRow = new List<long>();
         foreach (var (man, woman) in mb.Pairs)
         {
             var qs = mb.Data.ProbesOf[man];
+            if (qs.Count > 0 && mb.ProbesPerPair > 0) { images.Add(man); images.Add(woman); }
             for (int j = 0; j < mb.ProbesPerPair && qs.Count > 0; j++)
             {
                 var q = qs[mb.Rng.Next(qs.Count)];
-                rows.Add(man); prompts.Add(q);
-                rows.Add(woman); prompts.Add(q);
+                rows.Add(man); prompts.Add(q); prefixOfRow.Add(images.Count - 2);
+                rows.Add(woman); prompts.Add(q); prefixOfRow.Add(images.Count - 1);
             }
         }
         if (rows.Count == 0) return zeros(1);
-        using var batch = mb.Vla.Batch(prompts, null, mb.Features(rows));
-        var logits = mb.Vla.Model.call(batch.Input(LogitsMode.Last)).LastLogits;
+        Tensor logits;
+        if (mb.SharePrefix && SharedPrefix.Split(prompts, mb.Vla.Model.Config.ImageTokenIndex) is int p)
+            logits = SharedPrefix.LastLogits(mb.Vla.Model, prompts, p, mb.Features(images), prefixOfRow, mb.Vla.Tokenizer.PadId, mb.Vla.Prompts.VirtualTokens);
+        else
+        {
+            using var batch = mb.Vla.Batch(prompts, null, mb.Features(rows));
+            logits = mb.Vla.Model.call(batch.Input(LogitsMode.Last)).LastLogits;
+        }
         var pYes = (logits.select(1, mb.Data.Yes) - logits.select(1, mb.Data.No)).to_type(ScalarType.Float32).sigmoid();  // softmax over {yes, no}
         var pairsView = pYes.view(-1, 2);
         return (pairsView.select(1, 0) - pairsView.select(1, 1)).pow(2).mean();
@@ -161,6 +175,9 @@ internal sealed class MicroBatch(Vla vla, ITunable tuner, TuneData data, TuneCon
     public Random Rng => rng;
     public int PairsPerStep => cfg.PairsPerStep;
     public int ProbesPerPair => cfg.ProbesPerPair;
+
+    /// <summary>Probe prompts of one image continue from its prefix computed once; false = every prompt in full (the reference path).</summary>
+    public bool SharePrefix { get; init; } = true;
     public IReadOnlyList<(int man, int woman)> Pairs { get; } =
         Enumerable.Range(0, cfg.PairsPerStep).Select(_ => data.Pairs[rng.Next(data.Pairs.Count)]).ToList();
 

@@ -10,7 +10,7 @@ public class BenchCliTests
     private static readonly string[] Keys =
         ["roof_gflops", "lora_step_ms", "full_step_ms", "lora_mfu", "lora_peak_rss_mb", "full_peak_rss_mb",
          "gen_tokens_per_s_cache", "gen_tokens_per_s_nocache", "caption_images_per_s_b1", "caption_images_per_s_b32",
-         "onnx_over_torch_b1", "onnx_over_torch_b32", "peer_step_ratio"];
+         "onnx_over_torch_b1", "onnx_over_torch_b32", "peer_step_ratio", "probe_prompts_per_s_naive", "probe_prompts_per_s_shared"];
 
     [Test]
     public void Bench_quick_prints_json_with_every_key_of_spec_9()
@@ -38,6 +38,9 @@ public class BenchCliTests
             Assert.That(o["onnx_over_torch_b1"], Is.Null);
             Assert.That(o["peer_step_ratio"], Is.Null);
             Assert.That(o["lora"]!["mode"]!.GetValue<string>(), Is.EqualTo("lora"));
+            var probing = o["inference"]!["probing"]!;
+            Assert.That(probing["max_prob_diff"]!.GetValue<double>(), Is.LessThan(1e-5), "naive and shared probing give the same probabilities");
+            Assert.That(probing["images"]!.GetValue<int>() * probing["questions_per_image"]!.GetValue<int>(), Is.EqualTo(4 * 48));
             Assert.That(o["full"]!["trainable_params"]!.GetValue<long>(), Is.GreaterThan(o["lora"]!["trainable_params"]!.GetValue<long>()));
             Assert.That(JsonNode.Parse(File.ReadAllText(outFile))!["roof_gflops"], Is.Not.Null);
         }
