@@ -27,7 +27,13 @@ public class RealSizeBenchTests
         ProbeImages = 2, ProbeQuestions = 3, CaptionTokens = 3,
     };
 
-    private static IEnumerable<RealSizeConfig> Configs() => [Shrunk(RealSizeConfig.InterleaveQwen05B), Shrunk(RealSizeConfig.Llava15_7B)];
+    // the SigLIP variant keeps a remainder the patch convolution drops (30 px, patch 7: 4 × 4 patches), as 384 / 14 does
+    private static IEnumerable<RealSizeConfig> Configs() =>
+    [
+        Shrunk(RealSizeConfig.InterleaveQwen05B) is var q ? q with { Llava = q.Llava with { Vision = q.Llava.Vision with { ImageSize = 30 } },
+            Preprocessor = q.Preprocessor with { ResizeHeight = 30, ResizeWidth = 30, CropHeight = 30, CropWidth = 30 } } : null!,
+        Shrunk(RealSizeConfig.Llava15_7B),
+    ];
 
     [Test]
     public void Real_size_shapes_are_those_of_the_published_configs()
@@ -70,6 +76,7 @@ public class RealSizeBenchTests
         var probe = RealSizeBench.ProbeNaive(rc, folder, 0, 1, 0);
         Assert.That(probe["prompts"]!.GetValue<int>(), Is.EqualTo(6));
         Assert.That(probe["prompt_tokens"]!.GetValue<int>(), Is.GreaterThan(rc.Llava.ImageSeqLength));
+        Assert.That(rc.Llava.ImageSeqLength, Is.EqualTo(16));
         Assert.That(probe["prompts_per_s"]!.GetValue<double>(), Is.GreaterThan(0));
         foreach (var p in probe["p_yes_first"]!.AsArray()) Assert.That(p!.GetValue<double>(), Is.InRange(0.0, 1.0));
         var caption = RealSizeBench.Caption(rc, folder, 0, 1, 0);
