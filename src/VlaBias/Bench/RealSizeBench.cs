@@ -36,6 +36,8 @@ public static class RealSizeBench
         string load0 = BenchReport.LoadAverage();
         var notes = new JsonArray();
         var sw = Stopwatch.StartNew();
+        // each part's figures are logged as they arrive, so a long run that dies later still leaves them
+        worker = Logged(worker);
         var write = worker(WritePart);
         Log.Information("bench: {Name} checkpoint {What} ({Seconds:F0} s)", rc.Name, write["written"]!.GetValue<bool>() ? "written" : "reused", write["seconds"]!.GetValue<double>());
         var probe = worker(ProbePart);
@@ -77,6 +79,13 @@ public static class RealSizeBench
             ["notes"] = notes,
         };
     }
+
+    private static Func<string, JsonObject> Logged(Func<string, JsonObject> worker) => part =>
+    {
+        var json = worker(part);
+        Log.Information("bench: part {Part}: {Json}", part, json.ToJsonString());
+        return json;
+    };
 
     /// <summary>Runs one part in this process and returns its figures with this process's peak RSS.</summary>
     public static JsonObject RunPart(RealSizeConfig rc, string root, string part, int warmup, int repeats, long seed)
