@@ -33,7 +33,7 @@ public static class MethodsCommand
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             var req = new MethodsRequest(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(suite)!, p.GetValue(recipe)!, p.GetValue(outDir)!,
-                p.GetValue(maxSteps), p.GetValue(evalEvery), p.GetValue(promptLr), p.GetValue(promptTokens), p.GetValue(layers),
+                p.GetValue(maxSteps), p.GetValue(evalEvery), p.GetValue(promptLr), p.GetValue(promptTokens), p.GetValue(layers) ?? "all",
                 p.GetValue(penalty), p.GetValue(beams), p.GetValue(bootstrap), p.GetValue(dataModel), p.GetValue(dataSeconds), p.GetValue(skip) ?? []);
             DefaultData.Ensure(req.Data);
             var rows = MethodComparison.Run(req, new SyncProgress<string>(s => Serilog.Log.Information("methods: {Step}", s)));

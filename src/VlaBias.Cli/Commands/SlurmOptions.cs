@@ -24,7 +24,7 @@ public sealed class SlurmOptions
     public readonly Option<string?> Account = new("--account") { Description = "SLURM account to charge (sbatch --account)" };
     public readonly Option<bool> Submit = new("--submit") { Description = "Submit the scripts with sbatch and print the job ids (without it they are only written and printed)" };
     public readonly Option<bool> Wait = new("--wait") { Description = "With --submit: wait until the jobs have left the queue; exit 1 naming each failed task and its log" };
-    public readonly Option<int?> Shards;
+    public readonly Option<int?>? Shards;
 
     private Option[] Own => new Option[] { Slurm, Partition, Time, Gres, CpusPerTask, Mem, Account, Submit, Wait }.Concat(Shards is null ? [] : [Shards]).ToArray();
 

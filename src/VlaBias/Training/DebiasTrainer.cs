@@ -65,7 +65,7 @@ public static class DebiasTrainer
         using var tuneFeatures = cfg.LoraVision || cfg.LoraProjector ? null : validator.ImageFeatures(tuneBank);
         var terms = Objectives.For(cfg, data);
         var stop = new StopPolicy(cfg, basePoint);
-        StopReason? reason = null;
+        StopReason? reason = stop.Restored(state);
         vla.Model.train();
         while (state.Step < cfg.MaxSteps && reason is null)
         {

@@ -44,6 +44,14 @@ internal sealed class StopPolicy(TuneConfig cfg, ValidationPoint basePoint)
             ? new StopReason(StopKind.Threshold, $"validation pairwise probe gap {v.Bias:F4} <= threshold {cfg.Threshold} with CIDEr-D {v.CiderD:F3} >= {(1 - cfg.MaxAccuracyDrop):F2} x base {basePoint.CiderD:F3} at step {v.Step}")
             : null;
 
+    /// <summary>The reason a resumed run had already stopped for (its checkpoint is written at the step a rule fired):
+    /// the threshold rule on the evaluation of that step, or the ema-loss rule's count; null when it was still running.</summary>
+    public StopReason? Restored(RunState s)
+    {
+        if (cfg.StopRule == "ema-loss" && s.BelowCount > cfg.EmaPatience) return AfterStep(s with { BelowCount = s.BelowCount - 1 }).reason;
+        return s.Evaluations.LastOrDefault() is { } v && v.Step == s.Step ? AfterEvaluation(v) : null;
+    }
+
     /// <summary>The reason a finished loop ends with: its stop rule's, or max_steps (noting when no adapter passed the guard).</summary>
     public static StopReason AtEnd(StopReason? reason, bool anyPassedGuard) => reason ?? new StopReason(StopKind.MaxSteps,
         anyPassedGuard ? "max_steps reached" : "max_steps reached; no evaluation passed the accuracy guard, the last adapter is kept");

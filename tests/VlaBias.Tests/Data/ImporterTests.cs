@@ -134,7 +134,7 @@ public class ImporterTests
             Assert.That(g.Select(i => i.Attributes.Gender.Name()).Order(), Is.EqualTo(new[] { "man", "woman" }));
             Assert.That(g.Select(i => i.Split?.Name()).Distinct().Count(), Is.EqualTo(1), $"pair {g.Key} split across splits");
         }
-        Assert.That(r.Items.GroupBy(i => i.Split?.Name()).ToDictionary(g => g.Key, g => g.Count()),
+        Assert.That(r.Items.GroupBy(i => i.Split?.Name() ?? "none").ToDictionary(g => g.Key, g => g.Count()),
             Is.EqualTo(new Dictionary<string, int> { ["tune"] = 6, ["val"] = 2, ["test"] = 2 }));
         var odd = Path.Combine(dir, "cf-bad", "s1");
         Directory.CreateDirectory(odd);

@@ -43,7 +43,7 @@ public class SceneSynthTests
     public void Splits_use_disjoint_scenes()
     {
         var plan = SceneSynth.Plan(RepoPaths.World, Small);
-        var bySplit = plan.GroupBy(p => p.Item.Split?.Name()).ToDictionary(g => g.Key, g => g.ToList());
+        var bySplit = plan.GroupBy(p => p.Item.Split?.Name() ?? "none").ToDictionary(g => g.Key, g => g.ToList());
         Assert.That(bySplit.Keys, Is.EquivalentTo(new[] { "pretrain", "tune", "val", "test" }));
         foreach (var (a, xs) in bySplit)
             foreach (var (b, ys) in bySplit)

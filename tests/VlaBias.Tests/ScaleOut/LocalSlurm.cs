@@ -31,7 +31,7 @@ public sealed class LocalSlurm : IDisposable
         Directory.CreateDirectory(Path.Combine(Dir, "spool"));
         string key = Path.Combine(Dir, "munge", "munge.key");
         File.WriteAllBytes(key, System.Security.Cryptography.RandomNumberGenerator.GetBytes(1024));
-        File.SetUnixFileMode(key, UnixFileMode.UserRead);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(key, UnixFileMode.UserRead);   // munged refuses a key others can read
         string socket = Path.Combine(Dir, "munge", "munge.socket");
         Start("munged", "--force", $"--key-file={key}", $"--socket={socket}", $"--pid-file={Dir}/munge/munged.pid",
             $"--seed-file={Dir}/munge/munged.seed", $"--log-file={Dir}/munge/munged.log");

@@ -94,6 +94,27 @@ public class TuneRunTests
     }
 
     [Test]
+    public void Resuming_a_run_that_reached_its_threshold_goes_to_the_end_instead_of_training_on()
+    {
+        var runs = Path.Combine(dir, "runs-c");
+        // Threshold 1: the first evaluation that passes the accuracy guard stops the run; its checkpoint is written at that step.
+        string[] Stop(params string[] extra)
+        {
+            var args = Args(runs, "reached", 40, [.. extra, "--final-eval", "false"]);
+            args[Array.IndexOf(args, "--threshold") + 1] = "1";
+            return args;
+        }
+        var first = CliRunner.Run(dir, Stop());
+        Assert.That(first.ExitCode, Is.EqualTo(0), first.Stderr);
+        var steps = System.Text.RegularExpressions.Regex.Match(first.Stdout, @"steps: (\d+),").Groups[1].Value;
+        Assert.That(int.Parse(steps), Is.LessThan(40), first.Stdout);
+        var resumed = CliRunner.Run(dir, Stop("--resume"));
+        Assert.That(resumed.ExitCode, Is.EqualTo(0), resumed.Stderr);
+        Assert.That(resumed.Stdout, Does.Contain($"steps: {steps},"), "a resumed run that had reached its threshold trained on");
+        Assert.That(resumed.Stdout, Does.Contain("stopped: validation pairwise probe gap"));
+    }
+
+    [Test]
     public void Unknown_recipe_key_and_bad_value_are_one_line_errors_with_exit_code_2()
     {
         var recipe = Path.Combine(dir, "bad.yaml");
