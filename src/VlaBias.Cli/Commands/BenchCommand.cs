@@ -16,7 +16,11 @@ public static class BenchCommand
 {
     public static Command Create()
     {
-        var config = new Option<string>("--config") { Description = "Model sizes: bench (LM hidden 512 × 8 layers, batch 8 × 128) or tiny (tiny-base's shape)", DefaultValueFactory = _ => "bench" };
+        var config = new Option<string>("--config") { Description = "Model sizes: bench (LM hidden 512 × 8 layers, batch 8 × 128), tiny (tiny-base's shape), " +
+            "or a real checkpoint's shapes with random weights: llava-interleave-0.5b, llava-1.5-7b (docs/realsize-bench.md)", DefaultValueFactory = _ => "bench" };
+        var randomRoot = new Option<string>("--random-checkpoints") { Description = "Real-size configs: folder of the random checkpoints (written on first use, reused when their config matches)", DefaultValueFactory = _ => RealSizeConfig.RootDefault };
+        var probeImages = new Option<int?>("--probe-images") { Description = "Real-size configs: images of the naive probing figure (default: 4 for 0.5b, 1 for 7b)" };
+        var probeQuestions = new Option<int?>("--probe-questions") { Description = "Real-size configs: questions per image of the naive probing figure (default: 48 for 0.5b, 4 for 7b)" };
         var repeats = new Option<int>("--repeats") { Description = "Timed runs per figure (the median is reported)", DefaultValueFactory = _ => 5 };
         var warmup = new Option<int>("--warmup") { Description = "Untimed runs before each figure", DefaultValueFactory = _ => 1 };
         var outFile = new Option<string?>("--out") { Description = "Also write the JSON to this file" };
@@ -28,16 +32,19 @@ public static class BenchCommand
         var cmd = new Command("bench", "Performance figures as JSON: matmul roof, LoRA vs full fine-tuning step time, MFU and peak memory, " +
             "generation with/without KV cache, captioning at batch 1 and 32, ONNX Runtime vs TorchSharp, and the PyTorch peer.\n\n" +
             "Examples:\n  vlatune bench --peer --out bench.json\n  vlatune bench --quick\n  vlatune bench --config tiny --repeats 3 --threads 2");
-        foreach (var o in new Option[] { config, repeats, warmup, outFile, peer, quick, python, script, worker }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { config, repeats, warmup, outFile, peer, quick, python, script, worker, randomRoot, probeImages, probeQuestions }) cmd.Options.Add(o);
         Cli.Common.AddTo(cmd);
         cmd.SetAction(p => Cli.Run(p, () =>
         {
             bool isQuick = p.GetValue(quick);
-            var bc = BenchConfig.Named(isQuick ? "tiny" : p.GetValue(config)!);
             int reps = p.GetValue(repeats), warm = p.GetValue(warmup);
             if (reps < 1) throw new BadInputException("--repeats: must be at least 1");
             if (warm < 0) throw new BadInputException("--warmup: must be 0 or more");
             int threads = get_num_threads();
+            if (!isQuick && RealSizeConfig.IsName(p.GetValue(config)!))
+                return RealSize(p, RealSizeConfig.Named(p.GetValue(config)!), p.GetValue(randomRoot)!, p.GetValue(probeImages), p.GetValue(probeQuestions),
+                    p.GetValue(worker), reps, warm, threads, p.GetValue(Cli.Common.Seed), p.GetValue(outFile));
+            var bc = BenchConfig.Named(isQuick ? "tiny" : p.GetValue(config)!);
             if (p.GetValue(worker) is string mode)
             {
                 Console.WriteLine(TrainStepBench.Run(bc, mode, warm, reps, p.GetValue(Cli.Common.Seed)).ToJsonString());
@@ -54,16 +61,38 @@ public static class BenchCommand
         return cmd;
     }
 
+    /// <summary>A real-size config: its parts each in a child process (`--worker PART`), or one part when this is that child.</summary>
+    private static int RealSize(ParseResult p, RealSizeConfig rc, string root, int? images, int? questions, string? part, int reps, int warm, int threads, long seed, string? outFile)
+    {
+        if (images is < 1 || questions is < 1) throw new BadInputException("--probe-images, --probe-questions: must be at least 1");
+        rc = rc with { ProbeImages = images ?? rc.ProbeImages, ProbeQuestions = questions ?? rc.ProbeQuestions };
+        if (part is not null)
+        {
+            Console.WriteLine(RealSizeBench.RunPart(rc, root, part, warm, reps, seed).ToJsonString());
+            return ExitCodes.Ok;
+        }
+        var extra = new List<string> { "--random-checkpoints", root, "--probe-images", rc.ProbeImages.ToString(CultureInfo.InvariantCulture),
+            "--probe-questions", rc.ProbeQuestions.ToString(CultureInfo.InvariantCulture) };
+        var json = RealSizeBench.Measure(rc, reps, warm, threads, seed, name => Worker(name, rc.Name, reps, warm, threads, seed, extra));
+        string text = json.ToJsonString(JsonFormat.Pretty);
+        Console.WriteLine(text);
+        if (outFile is not null) AtomicFile.WriteAllText(outFile, text + "\n");
+        return ExitCodes.Ok;
+    }
+
+    private static JsonObject Worker(string mode, BenchConfig bc, int reps, int warm, int threads, long seed) => Worker(mode, bc.Name, reps, warm, threads, seed, []);
+
     /// <summary>Runs `bench --worker MODE` in a child process of this same binary and returns its JSON.</summary>
-    private static JsonObject Worker(string mode, BenchConfig bc, int reps, int warm, int threads, long seed)
+    private static JsonObject Worker(string mode, string configName, int reps, int warm, int threads, long seed, IReadOnlyList<string> extra)
     {
         var self = Environment.ProcessPath ?? "dotnet";
         var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(System.Reflection.Assembly.GetEntryAssembly()!.Location);
-        foreach (var a in new[] { "bench", "--worker", mode, "--config", bc.Name, "--repeats", reps.ToString(CultureInfo.InvariantCulture),
+        foreach (var a in new[] { "bench", "--worker", mode, "--config", configName, "--repeats", reps.ToString(CultureInfo.InvariantCulture),
                      "--warmup", warm.ToString(CultureInfo.InvariantCulture), "--threads", threads.ToString(CultureInfo.InvariantCulture),
                      "--seed", seed.ToString(CultureInfo.InvariantCulture) })
             psi.ArgumentList.Add(a);
+        foreach (var a in extra) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();

@@ -36,7 +36,7 @@ public sealed record BenchConfig(
     {
         "bench" => Bench,
         "tiny" => Tiny,
-        _ => throw new BadInputException($"--config: unknown value '{name}' (expected tiny or bench)"),
+        _ => throw new BadInputException($"--config: unknown value '{name}' (expected tiny, bench, {string.Join(", ", RealSizeConfig.Names)})"),
     };
 
     /// <summary>The LLaVA config of these sizes for a tokenizer of <paramref name="vocab"/> tokens.</summary>

@@ -136,6 +136,12 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
     public Embedding EmbedTokens => embed_tokens;
     public ModuleList<LlamaDecoderLayer> Layers => layers;
 
+    /// <summary>
+    /// Keep only each decoder layer's input during a forward with gradients and recompute the layer in backward
+    /// (CheckpointedLayer.cs): activation memory of one layer instead of all, for one more forward.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
     public override Tensor forward(Tensor inputIds) => Forward(embed_tokens.call(inputIds), null, null, null, 0);
 
     /// <summary>
@@ -154,7 +160,8 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
         var (cos, sin) = rotary.CosSin(positions, embeds.dtype);
         var ctx = new DecoderContext(cos, sin, mask, cache, start);
         var x = embeds;
-        foreach (var layer in layers) x = layer.call(new DecoderInput(x, ctx));
+        bool checkpoint = GradientCheckpointing && cache is null && is_grad_enabled();
+        foreach (var layer in layers) x = checkpoint ? CheckpointedLayer.Apply(layer, x, ctx) : layer.call(new DecoderInput(x, ctx));
         return norm.call(x).MoveToOuterDisposeScope();
     }
 }

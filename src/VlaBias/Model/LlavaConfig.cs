@@ -102,8 +102,10 @@ public sealed record LlavaConfig(
         if (text.NumAttentionHeads % text.NumKeyValueHeads != 0)
             throw new BadInputException($"{path}: field 'text_config.num_key_value_heads': {text.NumKeyValueHeads} does not divide num_attention_heads {text.NumAttentionHeads}");
         if (text.HeadDim % 2 != 0) throw new BadInputException($"{path}: text head dimension {text.HeadDim} must be even for rotary embeddings");
-        if (vision.ImageSize % vision.PatchSize != 0)
-            throw new BadInputException($"{path}: field 'vision_config.image_size': {vision.ImageSize} is not a multiple of patch_size {vision.PatchSize}");
+        // The patch convolution (stride = kernel = patch_size) drops a remainder, as in Hugging Face: SigLIP so400m has
+        // image_size 384 with patch_size 14, so 27 × 27 patches.
+        if (vision.PatchSize < 1 || vision.ImageSize < vision.PatchSize)
+            throw new BadInputException($"{path}: field 'vision_config.image_size': {vision.ImageSize} is smaller than patch_size {vision.PatchSize}");
         string strategy = r.Str("vision_feature_select_strategy", "default");
         if (strategy is not ("default" or "full"))
             throw new BadInputException($"{path}: field 'vision_feature_select_strategy': unsupported value '{strategy}' (expected default or full)");

@@ -57,11 +57,23 @@ public static class RandomCheckpoint
         return InitializeAndSave(dir, cfg, PreprocessorConfig.ForSize(cfg.Vision.ImageSize), seed, std, captionPrompt);
     }
 
-    /// <summary>Initialises a model of <paramref name="cfg"/>, saves it with its preprocessor config, and records the caption prompt in tokenizer_config.json.</summary>
-    private static LlavaModel InitializeAndSave(string dir, LlavaConfig cfg, PreprocessorConfig pre, long seed, double std, string captionPrompt)
+    /// <summary>
+    /// Initialises a model of <paramref name="cfg"/> in <paramref name="dtype"/> (built in that dtype, so a 7B model never
+    /// exists in f32), saves it with its preprocessor config, and records the caption prompt in tokenizer_config.json
+    /// (written beforehand by the tokenizer writer).
+    /// </summary>
+    internal static LlavaModel InitializeAndSave(string dir, LlavaConfig cfg, PreprocessorConfig pre, long seed, double std, string captionPrompt,
+        TorchSharp.torch.ScalarType dtype = TorchSharp.torch.ScalarType.Float32)
     {
         TorchSharp.torch.manual_seed(seed);
-        var model = new LlavaModel(cfg);
+        LlavaModel model;
+        var previous = TorchSharp.torch.get_default_dtype();
+        try
+        {
+            TorchSharp.torch.set_default_dtype(dtype);
+            using (TorchSharp.torch.no_grad()) model = new LlavaModel(cfg);
+        }
+        finally { TorchSharp.torch.set_default_dtype(previous); }
         model.InitWeights(std, seed);
         model.SavePretrained(dir);
         AtomicFile.WriteAllText(Path.Combine(dir, "preprocessor_config.json"), pre.ToJson().ToJsonString(JsonFormat.Pretty));

@@ -26,6 +26,21 @@ internal sealed class TuneData
     public Tensor Protected { get; private set; } = null!;               // [V] bool: gender words
     public int ProbeQuestions => ProbesOf.Values.Sum(v => v.Count);
 
+    /// <summary>
+    /// Tune data of given pairs and yes/no probe prompts only (no captions, retain or unknown examples), with the yes/no
+    /// ids found as in <see cref="Build"/>: what `vlatune bench` needs to time the parity term on synthetic images.
+    /// </summary>
+    internal static TuneData ForProbes(Vla vla, IReadOnlyList<(int man, int woman)> pairs, IReadOnlyDictionary<int, List<int[]>> probes)
+    {
+        var d = new TuneData();
+        var ids = new Generation.TextGenerator(vla).OptionTokenIds(["yes", "no"]);
+        d.Yes = ids[0]; d.No = ids[1];
+        d.Protected = zeros(vla.Config.Text.VocabSize, dtype: ScalarType.Bool).DetachFromDisposeScope();
+        d.Pairs.AddRange(pairs);
+        foreach (var (image, prompts) in probes) d.ProbesOf[image] = prompts;
+        return d;
+    }
+
     public static TuneData Build(Vla vla, IReadOnlyList<ManifestItem> tune, WordLists words, string captionPrompt)
     {
         var d = new TuneData();

@@ -53,6 +53,28 @@ public class BenchCliTests
         var r = CliRunner.Run(Path.GetTempPath(), "bench", "--config", "huge");
         Assert.That(r.ExitCode, Is.EqualTo(2));
         Assert.That(r.Stderr, Does.Contain("--config"));
+        Assert.That(r.Stderr, Does.Contain("llava-1.5-7b"), "the error lists the real-size configs");
+    }
+
+    [Test]
+    public void Real_size_bench_rejects_bad_probe_counts_and_parts_before_writing_anything()
+    {
+        var dir = TestPaths.NewTempDir("bench-realsize");
+        try
+        {
+            var root = Path.Combine(dir, "random");
+            var r = CliRunner.Run(dir, "bench", "--config", "llava-1.5-7b", "--random-checkpoints", root, "--probe-questions", "0");
+            Assert.That(r.ExitCode, Is.EqualTo(2), r.Stderr);
+            Assert.That(r.Stderr, Does.Contain("--probe-questions"));
+            r = CliRunner.Run(dir, "bench", "--config", "llava-1.5-7b", "--random-checkpoints", root, "--worker", "nope");
+            Assert.That(r.ExitCode, Is.EqualTo(2), r.Stderr);
+            Assert.That(r.Stderr, Does.Contain("nope").And.Contain("lora-bf16"));
+            r = CliRunner.Run(dir, "bench", "--config", "llava-1.5-7b", "--random-checkpoints", root, "--worker", "probe");
+            Assert.That(r.ExitCode, Is.EqualTo(2), r.Stderr);
+            Assert.That(r.Stderr, Does.Contain("no checkpoint"));
+            Assert.That(Directory.Exists(root), Is.False, "nothing written");
+        }
+        finally { Directory.Delete(dir, true); }
     }
 }
 
