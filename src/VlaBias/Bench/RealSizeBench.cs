@@ -8,12 +8,13 @@
 //   lora-bf16 one LoRA step of the trainer's parity term (Objectives, MicroBatch, TuneData) on 1 pair × 4 probes, the
 //   lora-f32  LoRA config of recipes/default.yaml, clip + AdamW as DebiasTrainer; decoder layers checkpointed when
 //             the config says so
-// The shared image prefix (probe_prompts_per_s_shared) is another part of the same issue: null until it lands.
+//             and the same prompts with the shared image prefix (Evaluator.ScoreOptions, share: true), same run
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Serilog;
 using TorchSharp;
 using VlaBias.Adapters;
+using VlaBias.Evaluation;
 using VlaBias.Generation;
 using VlaBias.Model;
 using VlaBias.Recipes;
@@ -30,6 +31,9 @@ public static class RealSizeBench
     /// <summary>Rows per forward in the naive probing figure (the probing suite's batch size is 16; 8 keeps 7B activations small).</summary>
     public const int ProbeBatch = 8;
 
+    /// <summary>Rows per call of the shared-prefix figure: the suite's default batch size (the questions are short).</summary>
+    public const int SharedBatch = 64;
+
     /// <summary>The report of one real-size config; <paramref name="worker"/> runs one part in a child process and returns its JSON.</summary>
     public static JsonObject Measure(RealSizeConfig rc, int reps, int warm, int threads, long seed, Func<string, JsonObject> worker)
     {
@@ -41,7 +45,7 @@ public static class RealSizeBench
         var write = worker(WritePart);
         Log.Information("bench: {Name} checkpoint {What} ({Seconds:F0} s)", rc.Name, write["written"]!.GetValue<bool>() ? "written" : "reused", write["seconds"]!.GetValue<double>());
         var probe = worker(ProbePart);
-        Log.Information("bench: naive probing {Rate:F3} prompts/s", probe["prompts_per_s"]!.GetValue<double>());
+        Log.Information("bench: probing {Rate:F3} prompts/s naive, {Shared:F3} with the shared image prefix", probe["prompts_per_s"]!.GetValue<double>(), probe["prompts_per_s_shared"]!.GetValue<double>());
         var caption = worker(CaptionPart);
         Log.Information("bench: captioning {B1:F3} images/s (b1), {B8:F3} (b8)", caption["images_per_s_b1"]!.GetValue<double>(), caption["images_per_s_b8"]!.GetValue<double>());
         var loraBf16 = worker(LoraBf16Part);
@@ -53,8 +57,7 @@ public static class RealSizeBench
             Log.Information("bench: LoRA step f32 {Ms:F0} ms", loraF32["step_ms"]!["median"]!.GetValue<double>());
         }
         else notes.Add($"lora_step_ms_f32_realsize not measured: f32 weights of {rc.Name} ({rc.ParameterCount() * 4 / 1e9:F1} GB) and its step do not fit in 24 GB");
-        notes.Add("probe_prompts_per_s_shared: null, the shared image prefix is not in this build (issue 14 item 1); plug it in at RealSizeBench.Measure");
-        notes.Add($"naive probing: {rc.ProbeImages} image(s) × {rc.ProbeQuestions} questions, each a full prompt of {probe["prompt_tokens"]} positions ({rc.Llava.ImageSeqLength} image tokens), batches of {ProbeBatch}, bf16");
+        notes.Add($"probing (naive and shared): {rc.ProbeImages} image(s) × {rc.ProbeQuestions} questions, each a full prompt of {probe["prompt_tokens"]} positions ({rc.Llava.ImageSeqLength} image tokens), batches of {ProbeBatch}, bf16");
         notes.Add($"captioning: {rc.CaptionTokens} forced new tokens per image, bf16, random pixels");
         notes.Add($"LoRA step: the parity term only (the caption_kl and retain terms need captions), {rc.PairsPerStep} pair × {rc.ProbesPerPair} probes = {2 * rc.PairsPerStep * rc.ProbesPerPair} prompts; image features precomputed without gradients as the trainer does with a frozen vision side");
         var parts = new JsonObject[] { write, probe, caption, loraBf16 }.Concat(loraF32 is null ? [] : [loraF32]);
@@ -63,7 +66,7 @@ public static class RealSizeBench
         {
             ["config"] = rc.Name,
             ["probe_prompts_per_s_naive"] = probe["prompts_per_s"]!.DeepClone(),
-            ["probe_prompts_per_s_shared"] = null,
+            ["probe_prompts_per_s_shared"] = probe["prompts_per_s_shared"]!.DeepClone(),
             ["caption_images_per_s_b1"] = caption["images_per_s_b1"]!.DeepClone(),
             ["caption_images_per_s_b8"] = caption["images_per_s_b8"]!.DeepClone(),
             ["lora_step_ms_bf16_realsize"] = loraBf16["step_ms"]!["median"]!.DeepClone(),
@@ -160,11 +163,30 @@ public static class RealSizeBench
         pYes.Clear();
         var t = Timings.TimeMs(0, repeats, () => { pYes.Clear(); Score(rc.ProbeImages, rc.ProbeQuestions); });
         int count = rc.ProbeImages * rc.ProbeQuestions;
+
+        // The same prompts with the shared image prefix (Evaluator.ScoreOptions as the evaluator calls it: image-major
+        // rows in batches of the suite's default size, each image's prefix once per batch), image features included.
+        var rows = Enumerable.Range(0, count).ToList();
+        var sharedYes = new List<double>();
+        void ScoreShared()
+        {
+            using var _ = no_grad();
+            using var scope = NewDisposeScope();
+            var feats = vla.Model.ImageFeatures(stack(pixels.Take(rc.ProbeImages).ToList()).to_type(vla.Model.DType));
+            foreach (var chunk in rows.Chunk(SharedBatch))
+                foreach (var row in Evaluator.ScoreOptions(vla, gen, chunk.Select(r => prompts[r % rc.ProbeQuestions]).ToList(), feats,
+                             chunk.Select(r => r / rc.ProbeQuestions).ToList(), options, share: true))
+                    sharedYes.Add(row[0]);
+        }
+        var ts = Timings.TimeMs(warmup > 0 ? 1 : 0, repeats, () => { sharedYes.Clear(); ScoreShared(); });
+        double maxDiff = pYes.Zip(sharedYes).Max(x => Math.Abs(x.First - x.Second));
         return new JsonObject
         {
             ["load_s"] = Timings.Round(loadS, 1), ["images"] = rc.ProbeImages, ["questions"] = rc.ProbeQuestions, ["prompts"] = count,
             ["prompt_tokens"] = prompts[0].Length, ["batch"] = ProbeBatch, ["dtype"] = "bf16",
             ["total_ms"] = t.ToJson(), ["prompts_per_s"] = Timings.Round(count * 1000.0 / t.Median),
+            ["shared_total_ms"] = ts.ToJson(), ["prompts_per_s_shared"] = Timings.Round(count * 1000.0 / ts.Median),
+            ["shared_over_naive"] = Timings.Round(t.Median / ts.Median), ["max_p_yes_diff_bf16"] = maxDiff,
             ["p_yes_first"] = new JsonArray(pYes.Take(4).Select(p => (JsonNode)Timings.Round(p, 6)).ToArray()),
         };
     }
