@@ -10,9 +10,11 @@
 // Decode mode is a scope the decoding engine owns (Decoding): while it is open on a thread, libtorch runs on one thread
 // and the kernel takes every linear of up to DecodeMaxRows rows called from that thread on all cores. libtorch's
 // thread count is process-wide, so one decode mode at a time per process: a second one asked for from another thread
-// runs without it; asked for again on the same thread while open is a programming error. On Auto, decode mode opens
-// only where the calibration measured the model's linears faster that way, and not while other processes hold the
-// cores (a pool whose workers cannot get a core makes every call wait for them: measured 21 against 77 images/s).
+// runs without it; asked for again on the same thread while open is a programming error. On Auto decode mode stays
+// closed: its linears alone measured faster (a 1408×512 linear of one row: 59 µs over the pool against 115 µs in
+// libtorch) yet whole generation was slower (63.9 against 90.6 tokens/s, `vlatune bench`, 2 cores, Xeon family 6
+// model 207), because the rest of each step runs on one thread; and a pool whose workers cannot get a core makes every
+// call wait for them (21 against 77 images/s). Only VLATUNE_SMALL_LINEAR=1 opens it.
 using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -29,9 +31,6 @@ public sealed class LinearKernels
 
     /// <summary>Rows of a decode step up to which <see cref="Decoding"/> switches to decode mode.</summary>
     public const int DecodeMaxRows = 64;
-
-    /// <summary>Decode mode on Auto opens when the kernel's summed time over the model's linears is below this share of libtorch's.</summary>
-    public const double DecodeMargin = 0.9;
 
     /// <summary>Whether this machine can run the small-row kernel at all (AVX-512).</summary>
     public static readonly bool SmallRowsSupported = Vector512.IsHardwareAccelerated;
@@ -100,8 +99,18 @@ public sealed class LinearKernels
         if (is_grad_enabled() && (x.requires_grad || w.requires_grad || b is not null && b.requires_grad)) return false;
         // in decode mode libtorch runs on one thread: the kernel on all cores is the better of the two for every linear
         if (Choice == KernelChoice.SmallRows || InDecodeMode) return true;
-        return Calibration.Get("caller", w.shape[0], k, m, null).SmallFaster;
+        var e = Calibration.Get("caller", w.shape[0], k, m, null);
+        return e.SmallUs < CallerMargin * e.LibtorchUs;
     }
+
+    /// <summary>
+    /// On Auto the kernel takes a shape only where one call of it measured at most this share of libtorch's time. One
+    /// call in isolation overstates the kernel inside a model: with the 512×512 and 256×512 linears of the bench config
+    /// measured 0.88× and 0.51× of libtorch, whole cached generation ran at 69 against 89 tokens/s with them (same
+    /// `vlatune bench` run, runs alternated; 2 cores, Xeon family 6 model 207). Where the kernel was written it took a
+    /// third of libtorch's time on the model's linears, which this margin still lets through.
+    /// </summary>
+    public const double CallerMargin = 0.5;
 
     /// <summary>
     /// Decode mode for the steps of a generation with <paramref name="rows"/> sequences on the calling thread (disposing
@@ -119,29 +128,12 @@ public sealed class LinearKernels
             throw new InvalidOperationException("decode mode is already open on this thread (a generation inside a generation)");
         int threads = get_num_threads();
         if (!SmallRows || threads <= 1 || rows > DecodeMaxRows) return NoScope.Instance;
-        if (Choice == KernelChoice.Auto && !DecodeModePays(rows, threads)) return NoScope.Instance;
+        if (Choice == KernelChoice.Auto) return NoScope.Instance;
         if (Interlocked.CompareExchange(ref decodeOwnerThread, me, 0) != 0) return NoScope.Instance;
         _ = Pool.Value;
         set_num_threads(1);
         decodingThread = me;
         return new DecodeScope(this, threads);
-    }
-
-    /// <summary>On Auto: the pool can get its cores, and the kernel over the pool beat libtorch (at its thread count) on this model's linears summed.</summary>
-    private bool DecodeModePays(long rows, int threads)
-    {
-        if (Pool.Value.Contended || CoreLoad.OthersRunning() + threads > Environment.ProcessorCount) return false;
-        (long n, long k, int count)[] mine;
-        lock (shapes) mine = shapes.Select(kv => (kv.Key.n, kv.Key.k, kv.Value)).ToArray();
-        if (mine.Length == 0) return false;
-        double small = 0, torch = 0;
-        foreach (var (n, k, count) in mine)
-        {
-            var e = Calibration.Get("decode", n, k, rows, Pool.Value);
-            small += count * e.SmallUs;
-            torch += count * e.LibtorchUs;
-        }
-        return small < DecodeMargin * torch;
     }
 
     /// <summary>Ends decode mode and gives libtorch back its thread count.</summary>

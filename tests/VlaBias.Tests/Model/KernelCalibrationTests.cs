@@ -87,17 +87,18 @@ public class KernelCalibrationTests
     }
 
     [Test]
-    public void Auto_takes_the_kernel_exactly_where_the_calibration_measured_it_faster()
+    public void Auto_takes_the_kernel_only_where_the_calibration_measured_it_well_under_libtorch()
     {
         if (!LinearKernels.SmallRowsSupported) Assert.Fail("this test needs AVX-512 (Vector512) to exercise the small-row kernel");
         int threads = get_num_threads();
-        Entries(("caller", 40, 16, 1, 10.0, 5.0), ("caller", 48, 16, 1, 5.0, 10.0));
+        Entries(("caller", 40, 16, 1, 10.0, 4.0), ("caller", 48, 16, 1, 5.0, 10.0), ("caller", 56, 16, 1, 10.0, 6.0));
         var kernels = new LinearKernels(KernelChoice.Auto, new KernelCalibration(File, "cpu A", Quiet));
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var x = ones(1, 16);
         Assert.That(kernels.Applies(x, ones(40, 16), null), Is.True, "measured faster: small-row");
         Assert.That(kernels.Applies(x, ones(48, 16), null), Is.False, "measured slower: libtorch");
+        Assert.That(kernels.Applies(x, ones(56, 16), null), Is.False, "measured faster, but not by the margin (0.6 of libtorch): libtorch");
         kernels.Choice = KernelChoice.Libtorch;
         Assert.That(kernels.Applies(x, ones(40, 16), null), Is.False, "forced off");
         kernels.Choice = KernelChoice.SmallRows;
@@ -106,20 +107,20 @@ public class KernelCalibrationTests
     }
 
     [Test]
-    public void Auto_opens_no_decode_mode_where_libtorch_measured_faster()
+    public void Auto_opens_no_decode_mode_even_where_its_linears_measured_faster()
     {
         int threads = get_num_threads();
         if (threads < 2) set_num_threads(2);
         try
         {
             int t = get_num_threads();
-            Entries(("decode", 40, 16, 1, 5.0, 10.0), ("decode", 48, 16, 1, 5.0, 4.9));
+            Entries(("decode", 40, 16, 1, 10.0, 5.0), ("decode", 48, 16, 1, 10.0, 4.9));
             var kernels = new LinearKernels(KernelChoice.Auto, new KernelCalibration(File, "cpu A", Quiet));
             _ = new KernelLinear(16, 40, false, kernels);
             _ = new KernelLinear(16, 48, false, kernels);
             using (kernels.Decoding(1))
             {
-                Assert.That(kernels.InDecodeMode, Is.False, "summed over the model's linears libtorch is faster (10 + 4.9 µs against 10)");
+                Assert.That(kernels.InDecodeMode, Is.False, "whole decode steps were slower in decode mode even where its linears won (the rest of a step runs on one thread)");
                 Assert.That(get_num_threads(), Is.EqualTo(t));
             }
         }
