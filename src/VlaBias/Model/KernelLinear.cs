@@ -17,7 +17,6 @@ public sealed class KernelLinear : nn.Module<Tensor, Tensor>
     public KernelLinear(long inFeatures, long outFeatures, bool hasBias, LinearKernels kernels) : base(nameof(KernelLinear))
     {
         this.kernels = kernels;
-        kernels.Register(outFeatures, inFeatures);
         weight = new Parameter(empty(outFeatures, inFeatures));
         nn.init.kaiming_uniform_(weight, a: Math.Sqrt(5));
         if (hasBias)

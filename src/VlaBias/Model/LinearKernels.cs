@@ -51,7 +51,6 @@ public sealed class LinearKernels
     private static readonly Lazy<SpinPool> Pool = new(() => new SpinPool(Math.Max(1, Math.Min(get_num_threads(), Environment.ProcessorCount) - 1)));
 
     private readonly KernelCalibration? calibration;
-    private readonly Dictionary<(long n, long k), int> shapes = new();
     private int decodingThread; // the thread on which this object's decode mode is open, 0 = none
 
     /// <param name="choice">How to choose (default: <see cref="EnvironmentChoice"/>).</param>
@@ -75,12 +74,6 @@ public sealed class LinearKernels
     public int MaxRows => InDecodeMode ? DecodeMaxRows : CallerThreadMaxRows;
 
     private KernelCalibration Calibration => calibration ?? KernelCalibration.Default;
-
-    /// <summary>Records that a layer with an [n, k] weight computes through this object (decode mode's calibration sums over them).</summary>
-    internal void Register(long n, long k)
-    {
-        lock (shapes) shapes[(n, k)] = shapes.GetValueOrDefault((n, k)) + 1;
-    }
 
     /// <summary>y = x·Wᵀ (+ b) with the kernel this object chooses for these tensors.</summary>
     public Tensor Linear(Tensor x, Tensor w, Tensor? b) =>
