@@ -38,7 +38,7 @@ public static class EvalCommand
             var s = Suite.Load(p.GetValue(suite)!, r =>
             {
                 r.Override("split", p.GetValue(split));
-                r.Override("bootstrap", p.GetValue(bootstrap));
+                r.Override("bootstrap", Suite.BootstrapOption(p.GetValue(bootstrap)));
             });
             DefaultData.Ensure(s.Manifest, s.World);
             if (p.GetValue(shard) is not null && p.GetValue(slurm.Slurm)) throw new BadInputException("--shard: not with --slurm (give --shards N; each task gets its --shard)");

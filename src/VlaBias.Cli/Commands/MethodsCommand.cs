@@ -1,5 +1,6 @@
 using System.CommandLine;
 using VlaBias.Data;
+using VlaBias.Evaluation;
 using VlaBias.Methods;
 
 namespace VlaBias.Cli.Commands;
@@ -34,7 +35,7 @@ public static class MethodsCommand
         {
             var req = new MethodsRequest(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(suite)!, p.GetValue(recipe)!, p.GetValue(outDir)!,
                 p.GetValue(maxSteps), p.GetValue(evalEvery), p.GetValue(promptLr), p.GetValue(promptTokens), p.GetValue(layers) ?? "all",
-                p.GetValue(penalty), p.GetValue(beams), p.GetValue(bootstrap), p.GetValue(dataModel), p.GetValue(dataSeconds), p.GetValue(skip) ?? []);
+                p.GetValue(penalty), p.GetValue(beams), Suite.BootstrapOption(p.GetValue(bootstrap)), p.GetValue(dataModel), p.GetValue(dataSeconds), p.GetValue(skip) ?? []);
             DefaultData.Ensure(req.Data);
             var rows = MethodComparison.Run(req, new SyncProgress<string>(s => Serilog.Log.Information("methods: {Step}", s)));
             Console.WriteLine(MethodComparison.Table(rows));

@@ -69,14 +69,14 @@ public static class MetricsCalculator
         if (answers.Count > 0)
         {
             var gg = GroupGap.Compute(answers.Select(a => a.Answer).ToList(), seed: s, permutations: 2000);
-            // Resamples of answer positions (ints copy cheaply) over flat arrays of what the statistic reads.
+            // Resamples of answer positions over flat arrays of what the statistic reads.
             var gapInput = new GapInput(answers.Select(a => a.AttributeIndex).ToArray(), answers.Select(a => a.Woman).ToArray(),
                                         answers.Select(a => a.Answer.PYes).ToArray(), attributeIndex.Count);
-            var ciMean = Bootstrap.Ci95Clustered(Enumerable.Range(0, answers.Count).ToArray(), i => answers[i].Unit, sub => MeanAbsGap(sub, gapInput), resamples, s);
+            var byUnit = Clusters.Of(answers, a => a.Unit);
+            var ciMean = Bootstrap.Ci95Clustered(byUnit, sub => MeanAbsGap(sub, gapInput), resamples, s);
             // Resamples use 1000 permutations (smallest p = 1/1001, still significant after Holm over ~24 tests) and 50 resamples;
             // all resamples' tests run together (one random stream per attribute, as each resample's own tests would draw).
-            var resampled = Bootstrap.ClusteredResamples(answers, a => a.Unit, Math.Min(resamples, 50), s);
-            var counts = GroupGap.ComputeMany(resampled.Select(r => (IReadOnlyList<ProbeAnswer>)r.Select(a => a.Answer).ToArray()).ToArray(), seed: s, permutations: 1000);
+            var counts = GroupGap.ComputeMany(answers.Select(a => a.Answer).ToArray(), Bootstrap.Resamples(byUnit, Math.Min(resamples, 50), s), seed: s, permutations: 1000);
             var ciCount = Bootstrap.Interval(counts.Select(c => (double)c.SignificantCount));
             int units = answers.Select(a => a.Unit).Distinct().Count();
             m["group_gap.mean_abs"] = With(gg.MeanAbs, ciMean, units);
@@ -87,18 +87,22 @@ public static class MetricsCalculator
         // ---- captions: gender, roles, leakage, amplification, disparate impact, accuracy ----
         // Each caption is tokenized and classified once; a resample only counts.
         var genderWords = Lic.GenderWords(words.Gender.Masculine, words.Gender.Feminine);
-        var classified = captions.Select(c => new CaptionFacts(c, CaptionGender.Classify(new CaptionGenderItem(c.Output!, c.Gender.Name(), c.LeanContext), words.Gender),
-            RoleAccuracy.PredictRole(c.Output!, words.Roles))).ToList();
+        // Templated captions repeat: what a caption says is worked out once per distinct text.
+        var said = new Dictionary<string, (GenderPrediction Gender, string? Role)>(StringComparer.Ordinal);
+        (GenderPrediction Gender, string? Role) Said(string caption) => said.TryGetValue(caption, out var r) ? r
+            : said[caption] = (CaptionGender.Classify(caption, words.Gender), RoleAccuracy.PredictRole(caption, words.Roles));
+        var classified = captions.Select(c => new CaptionFacts(c, CaptionGender.Classify(new CaptionGenderItem(c.Output!, c.Gender.Name(), c.LeanContext), Said(c.Output!).Gender),
+            Said(c.Output!).Role)).ToList();
         Func<CaptionFacts, string> unit = c => c.S.Pair ?? c.S.Id;
-        static CaptionGenderResult G(IReadOnlyList<CaptionFacts> cs) => CaptionGender.Tally(cs.Select(c => c.Gender).ToArray());
         if (captions.Count > 0)
         {
-            var g = G(classified);
+            var genders = classified.Select(c => c.Gender).ToArray();
+            var g = CaptionGender.Tally(genders);
             int nClear = g.NClear, nUnclear = g.NUnclear;
-            var gci = Bootstrap.Ci95ClusteredMany(classified, unit, x =>
+            var gci = Bootstrap.Ci95ClusteredMany(Clusters.Of(classified, unit), (x, v) =>
             {
-                var r = G(x);
-                return [r.ErrorRate, r.Accuracy, r.RatioPred, r.RatioTrue, r.NeutralRateUnclear, r.StereotypeRateUnclear];
+                var r = CaptionGender.Tally(genders, x);
+                v[0] = r.ErrorRate; v[1] = r.Accuracy; v[2] = r.RatioPred; v[3] = r.RatioTrue; v[4] = r.NeutralRateUnclear; v[5] = r.StereotypeRateUnclear;
             }, 6, resamples, s);
             m["caption_gender.error_rate"] = With(g.ErrorRate, gci[0], nClear);
             m["gender_word_accuracy"] = With(g.Accuracy, gci[1], nClear);
@@ -112,38 +116,53 @@ public static class MetricsCalculator
             // then roles only predicted); no predicted role is −1, a lean that is no gender of the items −1, none −2.
             var genderCodes = Codes(clear.Select(c => c.S.Gender.Name()));
             var roleCodes = Codes(clear.Select(c => c.S.Role!).Concat(clear.Select(c => c.PredictedRole).OfType<string>()));
-            clear = clear.Select(c => c with
+            var roleFacts = clear.Select(c => c with
             {
                 Role = new RoleItem(c.S.Role!, c.PredictedRole, c.S.Gender.Name() == c.S.LeanRole),
                 GenderCode = genderCodes[c.S.Gender.Name()],
                 RoleCode = roleCodes[c.S.Role!],
                 PredictedCode = c.PredictedRole is string p ? roleCodes[p] : -1,
                 LeanCode = c.S.LeanRole is null ? -2 : genderCodes.TryGetValue(c.S.LeanRole, out int lc) ? lc : -1,
-            }).ToList();
-            static RoleAccuracyResult R(IReadOnlyList<CaptionFacts> cs) => RoleAccuracy.Compute(cs.Select(c => c.Role!).ToList());
-            if (clear.Count > 0)
+            }).ToArray();
+            if (roleFacts.Length > 0)
             {
-                var r = R(clear);
-                int genders = genderCodes.Count, roles = roleCodes.Count;
-                double Di(IReadOnlyList<CaptionFacts> cs) => DisparateImpact.MinRatio(cs.Select(c => c.GenderCode).ToArray(), cs.Select(c => c.PredictedCode).ToArray(), genders, roles);
-                var rci = Bootstrap.Ci95ClusteredMany(clear, unit, x =>
+                var r = RoleAccuracy.Compute(roleFacts.Select(c => c.Role!).ToList());
+                int genderCount = genderCodes.Count, roleCount = roleCodes.Count;
+                var everyone = Enumerable.Range(0, roleFacts.Length).ToArray();
+                var groupCodes = roleFacts.Select(c => c.GenderCode).ToArray();
+                var predictedCodes = roleFacts.Select(c => c.PredictedCode).ToArray();
+                var stereotypical = roleFacts.Select(c => c.Role!.Stereotypical).ToArray();
+                var correct = roleFacts.Select(c => string.Equals(c.Role!.TrueRole, c.Role.PredictedRole, StringComparison.Ordinal)).ToArray();
+                var byUnit = Clusters.Of(roleFacts, unit);
+                var rci = Bootstrap.Ci95ClusteredMany(byUnit, (x, v) =>
                 {
-                    var rx = R(x);
-                    return [rx.AccuracyStereotypical, rx.AccuracyCounter, rx.Gap, BiasAmpWithLeans(x, genders, roles), Di(x)];
+                    // RoleAccuracy.Compute's accuracies from the same counts.
+                    int nS = 0, rightS = 0, nC = 0, rightC = 0;
+                    foreach (int i in x)
+                    {
+                        if (stereotypical[i]) { nS++; if (correct[i]) rightS++; }
+                        else { nC++; if (correct[i]) rightC++; }
+                    }
+                    double accS = nS == 0 ? double.NaN : rightS / (double)nS, accC = nC == 0 ? double.NaN : rightC / (double)nC;
+                    v[0] = accS; v[1] = accC; v[2] = accS - accC;
+                    v[3] = BiasAmpWithLeans(roleFacts, x, genderCount, roleCount);
+                    v[4] = DisparateImpact.MinRatio(groupCodes, predictedCodes, x, genderCount, roleCount);
                 }, 5, resamples, s);
                 m["role.accuracy_stereotypical"] = With(r.AccuracyStereotypical, rci[0], r.NStereotypical);
                 m["role.accuracy_counter"] = With(r.AccuracyCounter, rci[1], r.NCounter);
-                m["role.accuracy_gap"] = With(r.Gap, rci[2], clear.Count);
-                m["biasamp.attribute_to_role"] = With(BiasAmpWithLeans(clear, genders, roles), rci[3], clear.Count);
-                m["disparate_impact.min_ratio"] = With(DisparateImpact.Compute(clear.Select(c => c.S.Gender.Name()).ToList(), clear.Select(c => c.PredictedRole).ToList()).MinRatio,
-                                                       rci[4], clear.Count);
+                m["role.accuracy_gap"] = With(r.Gap, rci[2], roleFacts.Length);
+                m["biasamp.attribute_to_role"] = With(BiasAmpWithLeans(roleFacts, everyone, genderCount, roleCount), rci[3], roleFacts.Length);
+                m["disparate_impact.min_ratio"] = With(DisparateImpact.Compute(roleFacts.Select(c => c.S.Gender.Name()).ToList(), roleFacts.Select(c => c.PredictedRole).ToList()).MinRatio,
+                                                       rci[4], roleFacts.Length);
                 // LIC: model captions vs the truthful (human) captions of the same images; the classifier is retrained per resample.
-                var lic = new Lic.Prepared(clear.Select(c => new LicCaption(Lic.Mask(c.S.Output!, genderWords), c.S.Gender.Name())).ToList(),
-                                           clear.Select(c => new LicCaption(Lic.Mask(c.S.References![0], genderWords), c.S.Gender.Name())).ToList());
-                var positions = Enumerable.Range(0, clear.Count).ToArray();
-                m["lic"] = With(lic.Compute(positions, new LicOptions(Seeds: licSeeds, Seed: s)).Lic,
-                    Bootstrap.Ci95Clustered(positions, i => unit(clear[i]), x => lic.Compute(x, new LicOptions(Seeds: 1, Seed: s)).Lic, Math.Min(resamples, 100), s, threads),
-                    clear.Count);
+                var masked = new Dictionary<string, string>(StringComparer.Ordinal);
+                string Mask(string caption) => masked.TryGetValue(caption, out var m) ? m : masked[caption] = Lic.Mask(caption, genderWords);
+                var lic = new Lic.Prepared(roleFacts.Select(c => new LicCaption(Mask(c.S.Output!), c.S.Gender.Name())).ToList(),
+                                           roleFacts.Select(c => new LicCaption(Mask(c.S.References![0]), c.S.Gender.Name())).ToList());
+                var resampleOptions = new LicOptions(Seeds: 1, Seed: s);
+                m["lic"] = With(lic.Compute(everyone, new LicOptions(Seeds: licSeeds, Seed: s)).Lic,
+                    Bootstrap.Ci95Clustered(byUnit, x => lic.Compute(x, resampleOptions).Lic, Math.Min(resamples, 100), s, threads),
+                    roleFacts.Length);
             }
             else foreach (var k in new[] { "role.accuracy_stereotypical", "role.accuracy_counter", "role.accuracy_gap", "biasamp.attribute_to_role", "disparate_impact.min_ratio", "lic" }) m[k] = Empty();
 
@@ -154,11 +173,13 @@ public static class MetricsCalculator
                 var outputs = withRefs.Select(c => c.Output!).ToList();
                 // Each resample recomputes corpus statistics (CIDEr-D's document frequencies too), from captions counted once.
                 var prepared = new CaptionScores.Prepared(refs, outputs);
-                var images = Enumerable.Range(0, withRefs.Count).ToArray();
-                var full = prepared.Compute(images);
+                var full = prepared.Compute(Enumerable.Range(0, withRefs.Count).ToArray());
                 int rs = Math.Min(resamples, 200);
-                var boot = BootstrapMany(images, i => withRefs[i].Pair ?? withRefs[i].Id,
-                    x => { var c = prepared.Compute(x); return [c.Bleu1, c.Bleu2, c.Bleu3, c.Bleu4, c.RougeL, c.CiderD]; }, 6, rs, s, threads);
+                var boot = BootstrapMany(Clusters.Of(withRefs, c => c.Pair ?? c.Id), (x, v) =>
+                {
+                    var c = prepared.Compute(x);
+                    v[0] = c.Bleu1; v[1] = c.Bleu2; v[2] = c.Bleu3; v[3] = c.Bleu4; v[4] = c.RougeL; v[5] = c.CiderD;
+                }, 6, rs, s, threads);
                 string[] names = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"];
                 double[] vals = [full.Bleu1, full.Bleu2, full.Bleu3, full.Bleu4, full.RougeL, full.CiderD];
                 for (int i = 0; i < 6; i++) m[names[i]] = With(vals[i], boot[i], withRefs.Count);
@@ -172,9 +193,18 @@ public static class MetricsCalculator
         // ---- factual VQA ----
         if (facts.Count > 0)
         {
-            var correct = facts.Select(f => Normalize(f.Output) == Normalize(f.Answer)).ToList();
-            static double Acc(IReadOnlyList<bool> fs) => fs.Count == 0 ? double.NaN : fs.Count(f => f) / (double)fs.Count;
-            m["vqa_accuracy"] = With(Acc(correct), Bootstrap.Ci95(correct, Acc, resamples, s), facts.Count);
+            var normalized = new Dictionary<string, string>(StringComparer.Ordinal);
+            string Normalized(string? text) => normalized.TryGetValue(text ?? "", out var n) ? n : normalized[text ?? ""] = Normalize(text);
+            var correct = facts.Select(f => Normalized(f.Output) == Normalized(f.Answer)).ToArray();
+            static double Acc(bool[] fs, ReadOnlySpan<int> sample)
+            {
+                int right = 0;
+                foreach (int i in sample) if (fs[i]) right++;
+                return sample.Length == 0 ? double.NaN : right / (double)sample.Length;
+            }
+            // Item-level resamples: a cluster bootstrap of one-item groups draws what Bootstrap.Ci95 draws.
+            m["vqa_accuracy"] = With(Acc(correct, Enumerable.Range(0, correct.Length).ToArray()),
+                                     Bootstrap.Ci95Clustered(Clusters.Items(correct.Length), x => Acc(correct, x), resamples, s), facts.Count);
         }
         else m["vqa_accuracy"] = Empty();
 
@@ -183,14 +213,8 @@ public static class MetricsCalculator
         if (withUnknown.Count > 0)
         {
             var pUnknown = withUnknown.Select(x => x.Probs![x.Options!.ToList().IndexOf("unknown")]).ToArray();
-            double PU(IReadOnlyList<int> xs)
-            {
-                double sum = 0;
-                foreach (int i in xs) sum += pUnknown[i];
-                return sum / xs.Count;
-            }
-            var all = Enumerable.Range(0, withUnknown.Count).ToArray();
-            m["probe.p_unknown"] = With(PU(all), Bootstrap.Ci95Clustered(all, i => withUnknown[i].Pair ?? withUnknown[i].Id, PU, resamples, s), withUnknown.Count);
+            m["probe.p_unknown"] = With(MeanAt(pUnknown, Enumerable.Range(0, pUnknown.Length).ToArray()),
+                                        Bootstrap.Ci95Clustered(Clusters.Of(withUnknown, x => x.Pair ?? x.Id), x => MeanAt(pUnknown, x), resamples, s), withUnknown.Count);
         }
         return m;
     }
@@ -226,10 +250,16 @@ public static class MetricsCalculator
     /// +1 when role t leans to gender a, −1 otherwise. Falls back to the evaluated labels when items carry no lean.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static double BiasAmpWithLeans(IReadOnlyList<CaptionFacts> cs, int genderCount, int roleCount)
+    private static double BiasAmpWithLeans(CaptionFacts[] items, ReadOnlySpan<int> positions, int genderCount, int roleCount)
     {
-        if (cs.Any(c => c.S.LeanRole is null))
+        bool leanMissing = false;
+        foreach (int i in positions) leanMissing |= items[i].S.LeanRole is null;
+        if (leanMissing)
+        {
+            var cs = new List<CaptionFacts>(positions.Length);
+            foreach (int i in positions) cs.Add(items[i]);
             return BiasAmp.AttributeToRole(cs.Select(c => c.S.Gender.Name()).ToList(), cs.Select(c => c.S.Role!).ToList(), cs.Select(c => c.PredictedRole).ToList());
+        }
         // Counts per (gender, role); genders and roles are visited in the order they first appear, and a role's lean
         // is its first item's, as grouping the items would give them.
         var size = new int[genderCount];
@@ -240,8 +270,9 @@ public static class MetricsCalculator
         var roleOrder = new List<int>(roleCount);
         var genderSeen = new bool[genderCount];
         var roleSeen = new bool[roleCount];
-        foreach (var c in cs)
+        foreach (int i in positions)
         {
+            var c = items[i];
             int a = c.GenderCode, t = c.RoleCode;
             if (!genderSeen[a]) { genderSeen[a] = true; genderOrder.Add(a); }
             if (!roleSeen[t]) { roleSeen[t] = true; roleOrder.Add(t); leanOf[t] = c.LeanCode; }
@@ -268,7 +299,7 @@ public static class MetricsCalculator
     // Mean |woman − man mean p_yes| over attributes, in the order the attributes first appear in the answers (the order
     // the sum of a GroupBy would take), so a resample's value is what the grouping code gave.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static double MeanAbsGap(IReadOnlyList<int> answers, GapInput input)
+    private static double MeanAbsGap(ReadOnlySpan<int> answers, GapInput input)
     {
         int attributes = input.AttributeCount;
         var sumWoman = new double[attributes];
@@ -313,12 +344,12 @@ public static class MetricsCalculator
     private static MetricValue With(double value, (double Low, double High) ci, int n) => new(value, [ci.Low, ci.High], n);
     private static MetricValue Empty() => new(null, null, 0);
 
-    /// <summary>Percentile bootstrap of several statistics at once (one resample feeds all of them), clustered by unit;
+    /// <summary>Percentile bootstrap of several statistics at once (one resample feeds all of them), clustered;
     /// the interval is the order statistics at floor(0.025·(n − 1)) and ceil(0.975·(n − 1)) of the finite values.</summary>
-    private static (double Low, double High)[] BootstrapMany<T>(IReadOnlyList<T> items, Func<T, string> unitOf, Func<IReadOnlyList<T>, double[]> stats, int k, int resamples, int seed, int threads)
+    private static (double Low, double High)[] BootstrapMany(Clusters clusters, PositionStatistics stats, int k, int resamples, int seed, int threads)
     {
         var perResample = new double[resamples][];
-        Bootstrap.ForEachClusteredResample(items, unitOf, resamples, seed, threads, (b, sample) => perResample[b] = stats(sample));
+        Bootstrap.ForEachResample(clusters, resamples, seed, threads, () => 0, (b, sample, _) => { var v = new double[k]; stats(sample, v); perResample[b] = v; });
         return Enumerable.Range(0, k).Select(j =>
         {
             var v = perResample.Where(r => r is not null).Select(r => r[j]).Where(double.IsFinite).ToList();
@@ -326,6 +357,14 @@ public static class MetricsCalculator
             v.Sort();
             return (v[(int)Math.Floor(0.025 * (v.Count - 1))], v[(int)Math.Ceiling(0.975 * (v.Count - 1))]);
         }).ToArray();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static double MeanAt(double[] values, ReadOnlySpan<int> sample)
+    {
+        double sum = 0;
+        foreach (int i in sample) sum += values[i];
+        return sum / sample.Length;
     }
 
     /// <summary>The metrics.json document (model, adapter, suite, split, items, every metric with value, ci95 and n).</summary>

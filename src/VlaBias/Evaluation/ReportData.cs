@@ -104,12 +104,12 @@ public static class AttributeBiasCalculator
             .Select(g => (g.Key, Split: g.First().AttributeSplit?.Name() ?? "train", Items: g.Select(a => new GapItem(a.Pair ?? a.Id, a.Gender == Gender.Woman, a.PYes!.Value)).ToArray()))
             .ToArray();
         // Attributes are independent bootstraps with their own draws: computed side by side, stored by index. A resample
-        // is a list of positions (ints copy cheaply) into the attribute's items.
+        // is a list of positions into the attribute's items.
         var intervals = new (double Low, double High)[attributes.Length];
         Parallel.For(0, attributes.Length, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
         {
             var items = attributes[i].Items;
-            intervals[i] = Bootstrap.Ci95Clustered(Enumerable.Range(0, items.Length).ToArray(), k => items[k].Unit, sample => Gap(items, sample), Math.Max(1, resamples), seed);
+            intervals[i] = Bootstrap.Ci95Clustered(Clusters.Of(items, x => x.Unit), sample => Gap(items, sample), Math.Max(1, resamples), seed);
         });
         var list = new List<AttributeBias>();
         for (int i = 0; i < attributes.Length; i++)
@@ -123,7 +123,7 @@ public static class AttributeBiasCalculator
     private sealed record GapItem(string Unit, bool Woman, double PYes);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static double Gap(GapItem[] items, IReadOnlyList<int> sample)
+    private static double Gap(GapItem[] items, ReadOnlySpan<int> sample)
     {
         double sw = 0, sm = 0; int nw = 0, nm = 0;
         foreach (int i in sample)

@@ -69,16 +69,25 @@ public static class Bleu
     /// Corpus BLEU-1..n from per-image counts (an image listed twice counts twice). Every sum is of integers, so the
     /// result does not depend on the order of the images.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double[] Corpus(IReadOnlyList<ImageCounts> images, int n = 4)
     {
         ArgumentNullException.ThrowIfNull(images);
-        if (images.Any(i => i.Guess.Length != n)) throw new ArgumentException($"image counts are not of orders 1..{n}");
+        return Corpus(images.ToArray(), Enumerable.Range(0, images.Count).ToArray(), n);
+    }
+
+    /// <summary><see cref="Corpus(IReadOnlyList{ImageCounts}, int)"/> of the images at <paramref name="positions"/>
+    /// (a bootstrap resample, repeats allowed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static double[] Corpus(ImageCounts[] images, ReadOnlySpan<int> positions, int n = 4)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        foreach (int i in positions) if (images[i].Guess.Length != n) throw new ArgumentException($"image counts are not of orders 1..{n}");
         double testLen = 0, refLen = 0;
         var guess = new double[n];
         var correct = new double[n];
-        foreach (var image in images)
+        foreach (int i in positions)
         {
+            var image = images[i];
             testLen += image.HypLength;
             refLen += image.RefLength;
             for (int k = 0; k < n; k++)

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VlaBias.Evaluation.Metrics;
 
 /// <summary>
@@ -96,6 +98,16 @@ public static class Bootstrap
         return [.. list];
     }
 
+    /// <summary>The positions of each resample <see cref="Ci95Clustered(Clusters, PositionStatistic, int, int, int)"/> draws with
+    /// the same seed, for statistics computed for many resamples at once (feed their values to <see cref="Interval"/>).</summary>
+    public static int[][] Resamples(Clusters clusters, int resamples = 1000, int seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(clusters);
+        var list = new int[resamples][];
+        ForEachResample(clusters, resamples, seed, 1, () => 0, (b, positions, _) => list[b] = positions.ToArray());
+        return list;
+    }
+
     /// <summary>The percentile 95% interval of bootstrap values (NaN values left out; all NaN gives (NaN, NaN)).</summary>
     public static (double Low, double High) Interval(IEnumerable<double> values) => PercentileInterval(values);
 
@@ -112,35 +124,91 @@ public static class Bootstrap
         ArgumentNullException.ThrowIfNull(groupOf);
         if (resamples < 1) throw new ArgumentOutOfRangeException(nameof(resamples), resamples, "need at least one resample");
         if (items.Count == 0) return;
+        var clusters = Clusters.Of(items, groupOf);
+        ForEachResample(clusters, resamples, seed, threads, () => new List<T>(items.Count), (b, positions, sample) =>
+        {
+            sample.Clear();
+            foreach (int p in positions) sample.Add(items[p]);
+            body(b, sample);
+        });
+    }
 
-        // Groups in first-seen order, so the result depends only on the items and the seed.
-        var groups = items.GroupBy(groupOf).Select(g => g.ToArray()).ToArray();
-        var rng = new Random(seed);
+    /// <summary>
+    /// <see cref="Ci95Clustered{T, TKey}"/> with the resamples given to the statistic as positions into the clustered
+    /// items (in draw order, repeats allowed): the same draws, so the same interval as the statistic on those items
+    /// gives, without building item lists.
+    /// </summary>
+    public static (double Low, double High) Ci95Clustered(Clusters clusters, PositionStatistic statistic, int resamples = 1000, int seed = 0, int threads = 1)
+    {
+        ArgumentNullException.ThrowIfNull(clusters);
+        ArgumentNullException.ThrowIfNull(statistic);
+        if (resamples < 1) throw new ArgumentOutOfRangeException(nameof(resamples), resamples, "need at least one resample");
+        if (clusters.Count == 0) return (double.NaN, double.NaN);
+        var values = new double[resamples];
+        ForEachResample(clusters, resamples, seed, threads, () => 0, (b, positions, _) => values[b] = statistic(positions));
+        return PercentileInterval(values);
+    }
+
+    /// <summary><see cref="Ci95ClusteredMany{T, TKey}"/> on positions (see <see cref="Ci95Clustered(Clusters, PositionStatistic, int, int, int)"/>):
+    /// <paramref name="statistics"/> writes the <paramref name="count"/> values of one resample.</summary>
+    public static (double Low, double High)[] Ci95ClusteredMany(Clusters clusters, PositionStatistics statistics, int count,
+                                                                int resamples = 1000, int seed = 0, int threads = 1)
+    {
+        ArgumentNullException.ThrowIfNull(clusters);
+        ArgumentNullException.ThrowIfNull(statistics);
+        if (resamples < 1) throw new ArgumentOutOfRangeException(nameof(resamples), resamples, "need at least one resample");
+        if (clusters.Count == 0) return Enumerable.Repeat((double.NaN, double.NaN), count).ToArray();
+        var values = new double[count][];
+        for (int j = 0; j < count; j++) values[j] = new double[resamples];
+        ForEachResample(clusters, resamples, seed, threads, () => new double[count], (b, positions, v) =>
+        {
+            statistics(positions, v);
+            for (int j = 0; j < count; j++) values[j][b] = v[j];
+        });
+        return values.Select(v => PercentileInterval(v)).ToArray();
+    }
+
+    /// <summary>The body of <see cref="ForEachResample{TLocal}"/>: resample index, its positions, the worker's own state.</summary>
+    internal delegate void ResampleBody<TLocal>(int resample, ReadOnlySpan<int> positions, TLocal local);
+
+    /// <summary>
+    /// Calls <paramref name="body"/> for every cluster resample with its positions: <paramref name="clusters"/>' groups
+    /// drawn with <c>new Random(seed)</c> (the same stream from <see cref="SubtractiveRandom"/>), one draw per group slot,
+    /// the drawn groups' positions concatenated. With several threads the draws are made first, in order, so each
+    /// resample is the same for any thread count; <paramref name="local"/> makes each worker's state.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void ForEachResample<TLocal>(Clusters clusters, int resamples, int seed, int threads, Func<TLocal> local, ResampleBody<TLocal> body)
+    {
+        if (resamples < 1) throw new ArgumentOutOfRangeException(nameof(resamples), resamples, "need at least one resample");
+        int groups = clusters.GroupCount;
+        if (groups == 0) return;
+        var rng = new SubtractiveRandom(seed);
         if (threads <= 1 || resamples == 1)
         {
-            var sample = new List<T>(items.Count);
+            var state = local();
+            var buffer = new int[clusters.Count];
+            var draws = new int[groups];
             for (int b = 0; b < resamples; b++)
             {
-                sample.Clear();
-                for (int g = 0; g < groups.Length; g++) sample.AddRange(groups[rng.Next(groups.Length)]);
-                body(b, sample);
+                rng.NextBelow(draws, groups);
+                body(b, clusters.Concatenate(draws, ref buffer), state);
             }
             return;
         }
         // One small array of draws per resample (not one large one: large arrays cost full collections).
-        var draws = new int[resamples][];
+        var all = new int[resamples][];
         for (int b = 0; b < resamples; b++)
         {
-            draws[b] = new int[groups.Length];
-            for (int g = 0; g < groups.Length; g++) draws[b][g] = rng.Next(groups.Length);
+            all[b] = new int[groups];
+            rng.NextBelow(all[b], groups);
         }
-        Parallel.For(0, resamples, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => new List<T>(items.Count),
-            (b, _, sample) =>
+        Parallel.For(0, resamples, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => (Buffer: new int[clusters.Count], State: local()),
+            (b, _, worker) =>
             {
-                sample.Clear();
-                foreach (int g in draws[b]) sample.AddRange(groups[g]);
-                body(b, sample);
-                return sample;
+                var buffer = worker.Buffer;
+                body(b, clusters.Concatenate(all[b], ref buffer), worker.State);
+                return (buffer, worker.State);
             }, _ => { });
     }
 
@@ -160,5 +228,75 @@ public static class Bootstrap
         int upper = Math.Min(lower + 1, sorted.Length - 1);
         double fraction = position - lower;
         return sorted[lower] + fraction * (sorted[upper] - sorted[lower]);
+    }
+}
+
+/// <summary>A statistic of one resample given as positions into the caller's arrays (in draw order, repeats allowed).</summary>
+public delegate double PositionStatistic(ReadOnlySpan<int> sample);
+
+/// <summary>Several statistics of one resample (positions as for <see cref="PositionStatistic"/>), written into <c>values</c>.</summary>
+public delegate void PositionStatistics(ReadOnlySpan<int> sample, Span<double> values);
+
+/// <summary>
+/// The positions 0..Count−1 of a list of items grouped into resampling units: groups in first-seen order, each with its
+/// positions in list order (the groups <c>items.GroupBy(unitOf)</c> gives), for bootstraps that resample positions.
+/// </summary>
+public sealed class Clusters
+{
+    readonly int[] _positions;   // the groups' positions one group after another
+    readonly int[] _start;       // group g at _start[g].._start[g + 1]
+
+    Clusters(int[] positions, int[] start) { _positions = positions; _start = start; }
+
+    /// <summary>The number of items.</summary>
+    public int Count => _positions.Length;
+
+    /// <summary>The number of groups (resampling units).</summary>
+    public int GroupCount => _start.Length - 1;
+
+    /// <summary>The items' positions grouped by <paramref name="unitOf"/> (default equality, as GroupBy).</summary>
+    public static Clusters Of<T, TKey>(IReadOnlyList<T> items, Func<T, TKey> unitOf) where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        ArgumentNullException.ThrowIfNull(unitOf);
+        var group = new int[items.Count];
+        var index = new Dictionary<TKey, int>();
+        for (int i = 0; i < items.Count; i++)
+        {
+            var key = unitOf(items[i]);
+            if (!index.TryGetValue(key, out int g)) index[key] = g = index.Count;
+            group[i] = g;
+        }
+        return FromGroups(group, index.Count);
+    }
+
+    /// <summary>One group per item: cluster resamples of these are item-level resamples (one draw per item).</summary>
+    public static Clusters Items(int count) => FromGroups(Enumerable.Range(0, count).ToArray(), count);
+
+    static Clusters FromGroups(int[] group, int groupCount)
+    {
+        var start = new int[groupCount + 1];
+        foreach (int g in group) start[g + 1]++;
+        for (int g = 0; g < groupCount; g++) start[g + 1] += start[g];
+        var at = start[..^1];
+        var positions = new int[group.Length];
+        for (int i = 0; i < group.Length; i++) positions[at[group[i]]++] = i;
+        return new Clusters(positions, start);
+    }
+
+    /// <summary>The positions of the drawn groups one after another, in <paramref name="buffer"/> (grown when short).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal ReadOnlySpan<int> Concatenate(int[] draws, ref int[] buffer)
+    {
+        int n = 0;
+        foreach (int g in draws)
+        {
+            int from = _start[g], length = _start[g + 1] - from;
+            if (n + length > buffer.Length) Array.Resize(ref buffer, Math.Max(2 * buffer.Length, n + length));
+            if (length > 16) _positions.AsSpan(from, length).CopyTo(buffer.AsSpan(n));
+            else for (int i = 0; i < length; i++) buffer[n + i] = _positions[from + i];   // most units are a pair or a few items
+            n += length;
+        }
+        return buffer.AsSpan(0, n);
     }
 }

@@ -64,18 +64,41 @@ public static class CaptionGender
     public readonly record struct ClassifiedCaption(GenderPrediction Predicted, GenderPrediction Truth, GenderPrediction? Lean);
 
     /// <summary>Classifies one caption (the tokenizing part of <see cref="Compute"/>, done once per caption in a bootstrap).</summary>
-    public static ClassifiedCaption Classify(CaptionGenderItem item, GenderWords words) =>
-        new(Classify(item.Caption, words), Parse(item.TrueGender), item.ContextLean is null ? null : Parse(item.ContextLean));
+    public static ClassifiedCaption Classify(CaptionGenderItem item, GenderWords words) => Classify(item, Classify(item.Caption, words));
+
+    /// <summary><see cref="Classify(CaptionGenderItem, GenderWords)"/> with what the caption says already known (equal
+    /// captions say the same).</summary>
+    public static ClassifiedCaption Classify(CaptionGenderItem item, GenderPrediction said) =>
+        new(said, Parse(item.TrueGender), item.ContextLean is null ? null : Parse(item.ContextLean));
 
     /// <summary>The rates of <see cref="Compute"/> from classified captions.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static CaptionGenderResult Tally(IReadOnlyList<ClassifiedCaption> items)
     {
         ArgumentNullException.ThrowIfNull(items);
-        int clear = 0, wrong = 0, right = 0, predWoman = 0, predMan = 0, trueWoman = 0, trueMan = 0;
-        int unclear = 0, neutral = 0, withLean = 0, stereotyped = 0;
-        foreach (var (pred, truth, lean) in items)
+        var counts = new Counts();
+        foreach (var item in items) counts.Add(item);
+        return counts.Result();
+    }
+
+    /// <summary><see cref="Tally(IReadOnlyList{ClassifiedCaption})"/> of the captions at <paramref name="positions"/>
+    /// (a bootstrap resample, repeats allowed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static CaptionGenderResult Tally(ClassifiedCaption[] items, ReadOnlySpan<int> positions)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        var counts = new Counts();
+        foreach (int i in positions) counts.Add(items[i]);
+        return counts.Result();
+    }
+
+    struct Counts
+    {
+        int clear, wrong, right, predWoman, predMan, trueWoman, trueMan, unclear, neutral, withLean, stereotyped;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Add(ClassifiedCaption item)
         {
+            var (pred, truth, lean) = item;
             if (truth is GenderPrediction.Man or GenderPrediction.Woman)
             {
                 clear++;
@@ -96,9 +119,10 @@ public static class CaptionGender
                 }
             }
         }
-        return new CaptionGenderResult(Ratio(wrong, clear), Ratio(right, clear), Ratio(predWoman, predMan),
-                                       Ratio(trueWoman, trueMan), Ratio(neutral, unclear), Ratio(stereotyped, withLean),
-                                       clear, unclear);
+
+        public readonly CaptionGenderResult Result() =>
+            new(Ratio(wrong, clear), Ratio(right, clear), Ratio(predWoman, predMan), Ratio(trueWoman, trueMan),
+                Ratio(neutral, unclear), Ratio(stereotyped, withLean), clear, unclear);
     }
 
     static GenderPrediction Parse(string gender) => gender.Trim().ToLowerInvariant() switch

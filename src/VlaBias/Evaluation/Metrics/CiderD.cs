@@ -176,15 +176,21 @@ public static class CiderD
 
         /// <summary>Corpus CIDEr-D of the images at <paramref name="sample"/> (indices into the set, repeats allowed), as
         /// <see cref="Compute"/> gives on those images' lists. Safe to call from several threads.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public double Mean(IReadOnlyList<int> sample)
         {
             ArgumentNullException.ThrowIfNull(sample);
-            if (sample.Count == 0) throw new ArgumentException("an empty sample has no mean CIDEr-D");
+            return Mean(sample.ToArray());
+        }
+
+        /// <summary><see cref="Mean(IReadOnlyList{int})"/> of positions.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public double Mean(ReadOnlySpan<int> sample)
+        {
+            if (sample.Length == 0) throw new ArgumentException("an empty sample has no mean CIDEr-D");
             var df = new int[_gramCount];
             foreach (int i in sample)
                 foreach (int g in _refGrams[i]) df[g]++;
-            double logN = Math.Log(sample.Count);
+            double logN = Math.Log(sample.Length);
             var idf = new double[_gramCount];
             for (int g = 0; g < idf.Length; g++) idf[g] = logN - Math.Log(Math.Max(1.0, df[g]));
 
@@ -198,7 +204,7 @@ public static class CiderD
                 if (!scored[i]) { score[i] = Score(i, idf, scratch); scored[i] = true; }
                 sum += score[i];
             }
-            return sum / sample.Count;
+            return sum / sample.Length;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -236,6 +242,7 @@ public static class CiderD
             return mean / _n / refs.Length * 10.0;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Weights(Text text, double[] idf, Span<double> weights, Span<double> norms)
         {
             for (int k = 0; k < _n; k++)

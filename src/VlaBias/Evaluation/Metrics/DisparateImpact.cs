@@ -64,16 +64,27 @@ public static class DisparateImpact
     /// role 0..<paramref name="roleCount"/>−1 or −1 for none. The same value: the rates are the same divisions of the same
     /// counts, and minima and maxima do not depend on the order they are taken in.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double MinRatio(IReadOnlyList<int> groups, IReadOnlyList<int> predictedRoles, int groupCount, int roleCount)
     {
         ArgumentNullException.ThrowIfNull(groups);
         ArgumentNullException.ThrowIfNull(predictedRoles);
         if (groups.Count != predictedRoles.Count) throw new ArgumentException($"{groups.Count} groups but {predictedRoles.Count} predictions");
-        var size = new int[groupCount];
-        var selected = new int[groupCount * roleCount];
-        var predicted = new bool[roleCount];
-        for (int i = 0; i < groups.Count; i++)
+        return MinRatio(groups.ToArray(), predictedRoles.ToArray(), Enumerable.Range(0, groups.Count).ToArray(), groupCount, roleCount);
+    }
+
+    /// <summary><see cref="MinRatio(IReadOnlyList{int}, IReadOnlyList{int}, int, int)"/> of the items at
+    /// <paramref name="positions"/> (a bootstrap resample, repeats allowed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static double MinRatio(int[] groups, int[] predictedRoles, ReadOnlySpan<int> positions, int groupCount, int roleCount)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        ArgumentNullException.ThrowIfNull(predictedRoles);
+        if (groups.Length != predictedRoles.Length) throw new ArgumentException($"{groups.Length} groups but {predictedRoles.Length} predictions");
+        Span<int> size = groupCount <= 64 ? stackalloc int[groupCount] : new int[groupCount];
+        Span<int> selected = groupCount * roleCount <= 512 ? stackalloc int[groupCount * roleCount] : new int[groupCount * roleCount];
+        Span<bool> predicted = roleCount <= 256 ? stackalloc bool[roleCount] : new bool[roleCount];
+        size.Clear(); selected.Clear(); predicted.Clear();
+        foreach (int i in positions)
         {
             size[groups[i]]++;
             if (predictedRoles[i] is int r and >= 0) { selected[groups[i] * roleCount + r]++; predicted[r] = true; }

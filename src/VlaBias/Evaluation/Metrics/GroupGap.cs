@@ -38,35 +38,80 @@ public static class GroupGap
 
     /// <summary><see cref="Compute"/> of each answer set (e.g. bootstrap resamples), with the permutation tests of all
     /// sets run together (<see cref="PermutationTest.TwoSampleMany"/>); element k equals <c>Compute(sets[k], …)</c>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static GroupGapResult[] ComputeMany(IReadOnlyList<IReadOnlyList<ProbeAnswer>> sets, double alpha = 0.05,
                                                int permutations = 10000, int seed = 0)
     {
         ArgumentNullException.ThrowIfNull(sets);
-        // Per set: attributes in ordinal order with their women's and men's p_yes in answer order.
-        var split = sets.Select(answers =>
+        var all = new List<ProbeAnswer>();
+        var positions = new int[sets.Count][];
+        for (int k = 0; k < sets.Count; k++)
         {
-            ArgumentNullException.ThrowIfNull(answers);
-            var byAttribute = new Dictionary<string, (List<double> Women, List<double> Men)>(StringComparer.Ordinal);
-            foreach (var a in answers)
-            {
-                if (!byAttribute.TryGetValue(a.Attribute, out var lists)) byAttribute[a.Attribute] = lists = ([], []);
-                if (a.Gender == "woman") lists.Women.Add(a.PYes);
-                else if (a.Gender == "man") lists.Men.Add(a.PYes);
-            }
-            return byAttribute.OrderBy(kv => kv.Key, StringComparer.Ordinal)
-                .Select(kv => (Attribute: kv.Key, Women: kv.Value.Women.ToArray(), Men: kv.Value.Men.ToArray())).ToArray();
-        }).ToArray();
+            ArgumentNullException.ThrowIfNull(sets[k]);
+            positions[k] = Enumerable.Range(all.Count, sets[k].Count).ToArray();
+            all.AddRange(sets[k]);
+        }
+        return ComputeMany(all, positions, alpha, permutations, seed);
+    }
 
-        // Attribute i of every set is tested with seed + i: one batch of tests per rank.
+    /// <summary><see cref="Compute"/> of subsets of one answer list given as positions (bootstrap resamples, repeats
+    /// allowed): element k equals <c>Compute(sets[k].Select(i =&gt; answers[i]).ToList(), …)</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static GroupGapResult[] ComputeMany(IReadOnlyList<ProbeAnswer> answers, IReadOnlyList<int[]> sets, double alpha = 0.05,
+                                               int permutations = 10000, int seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(answers);
+        ArgumentNullException.ThrowIfNull(sets);
+        // Attributes numbered in ordinal order once; genders as 0 woman, 1 man, 2 neither.
+        var names = answers.Select(a => a.Attribute).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
+        var rankOf = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < names.Length; i++) rankOf[names[i]] = i;
+        var attribute = new int[answers.Count];
+        var gender = new int[answers.Count];
+        for (int i = 0; i < answers.Count; i++)
+        {
+            attribute[i] = rankOf[answers[i].Attribute];
+            gender[i] = answers[i].Gender switch { "woman" => 0, "man" => 1, _ => 2 };
+        }
+
+        // Per set: the attributes it has, in ordinal order, with their women's and men's p_yes in answer order.
+        var split = new (string Attribute, double[] Women, double[] Men)[sets.Count][];
+        var womenOf = new List<double>[names.Length];
+        var menOf = new List<double>[names.Length];
+        for (int a = 0; a < names.Length; a++) { womenOf[a] = []; menOf[a] = []; }
+        var present = new bool[names.Length];
+        for (int k = 0; k < sets.Count; k++)
+        {
+            ArgumentNullException.ThrowIfNull(sets[k]);
+            Array.Clear(present);
+            foreach (int i in sets[k])
+            {
+                int a = attribute[i];
+                present[a] = true;
+                if (gender[i] == 0) womenOf[a].Add(answers[i].PYes);
+                else if (gender[i] == 1) menOf[a].Add(answers[i].PYes);
+            }
+            var list = new List<(string, double[], double[])>();
+            for (int a = 0; a < names.Length; a++)
+            {
+                if (!present[a]) continue;
+                list.Add((names[a], womenOf[a].ToArray(), menOf[a].ToArray()));
+                womenOf[a].Clear();
+                menOf[a].Clear();
+            }
+            split[k] = [.. list];
+        }
+
+        // Attribute i of every set is tested with seed + i: one batch of tests per rank. The ranks' random streams are
+        // their own, so the batches run side by side, each writing only its rank's p-values.
         var pValues = split.Select(s => new double[s.Length]).ToArray();
-        for (int rank = 0; split.Any(s => s.Length > rank); rank++)
+        int ranks = split.Length == 0 ? 0 : split.Max(s => s.Length);
+        Parallel.For(0, ranks, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, rank =>
         {
             var members = Enumerable.Range(0, split.Length)
                 .Where(k => split[k].Length > rank && split[k][rank].Women.Length > 0 && split[k][rank].Men.Length > 0).ToArray();
             var p = PermutationTest.TwoSampleMany(members.Select(k => (split[k][rank].Women, split[k][rank].Men)).ToArray(), permutations, seed + rank);
             for (int m = 0; m < members.Length; m++) pValues[members[m]][rank] = p[m];
-        }
+        });
 
         var results = new GroupGapResult[split.Length];
         for (int k = 0; k < split.Length; k++)

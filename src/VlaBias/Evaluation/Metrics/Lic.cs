@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace VlaBias.Evaluation.Metrics;
 
@@ -94,6 +96,12 @@ public static class Lic
         public LicResult Compute(IReadOnlyList<int> sample, LicOptions? options = null)
         {
             ArgumentNullException.ThrowIfNull(sample);
+            return Compute(sample.ToArray(), options);
+        }
+
+        /// <summary><see cref="Compute(IReadOnlyList{int}, LicOptions?)"/> of positions.</summary>
+        public LicResult Compute(ReadOnlySpan<int> sample, LicOptions? options = null)
+        {
             options ??= new LicOptions();
             if (options.Seeds < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Seeds, "LIC needs at least one seed");
             var perSeed = new double[options.Seeds];
@@ -118,13 +126,15 @@ public static class Lic
         LeakageScore(new Documents(maskedCaptions), Enumerable.Range(0, maskedCaptions.Count).ToArray(), options, seed);
 
     // Captions as word ids: per caption its distinct words in first-occurrence order (a bag of words' features in the
-    // order the classifier adds them) and the id of its text (equal texts have equal features, hence equal probabilities).
+    // order the classifier adds them), the id of its text (equal texts have equal features, hence equal probabilities)
+    // and its gender as an index into the genders in ordinal order.
     sealed class Documents
     {
         public readonly int[][] Words;
         public readonly int[] Text;
+        public readonly int[] Gender;
         public readonly string[] Genders;
-        public readonly int WordCount;
+        public readonly int WordCount, TextCount, GenderCount;
 
         public Documents(IReadOnlyList<LicCaption> captions)
         {
@@ -141,18 +151,31 @@ public static class Lic
                 if (!texts.TryGetValue(c.Caption, out Text[i])) texts[c.Caption] = Text[i] = texts.Count;
                 Genders[i] = c.Gender;
             }
+            var names = Genders.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+            Gender = Genders.Select(g => names.IndexOf(g)).ToArray();
             WordCount = words.Count;
+            TextCount = texts.Count;
+            GenderCount = names.Count;
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static double LeakageScore(Documents docs, IReadOnlyList<int> sample, LicOptions options, int seed)
+    static double LeakageScore(Documents docs, ReadOnlySpan<int> sample, LicOptions options, int seed)
     {
-        var classes = sample.Select(i => docs.Genders[i]).Distinct().Order(StringComparer.Ordinal).ToArray();
-        if (classes.Length < 2) throw new ArgumentException("LIC needs captions of at least two genders");
-        var rng = new Random(seed);
-        var byClass = classes.Select(g => Shuffle(
-            Enumerable.Range(0, sample.Count).Where(i => docs.Genders[sample[i]] == g).ToArray(), rng)).ToArray();
+        // The sample's genders in ordinal order are the classes.
+        var classOf = new int[docs.GenderCount];
+        foreach (int i in sample) classOf[docs.Gender[i]] = 1;
+        int classes = 0;
+        for (int g = 0; g < classOf.Length; g++) classOf[g] = classOf[g] == 1 ? classes++ : -1;
+        if (classes < 2) throw new ArgumentException("LIC needs captions of at least two genders");
+        var rng = new SubtractiveRandom(seed);   // new Random(seed)'s stream
+        var byClass = new int[classes][];
+        for (int k = 0; k < classes; k++)
+        {
+            var members = new List<int>();
+            for (int j = 0; j < sample.Length; j++) if (classOf[docs.Gender[sample[j]]] == k) members.Add(j);
+            byClass[k] = Shuffle([.. members], rng);
+        }
         int perClass = byClass.Min(c => c.Length);
         int trainPerClass = (int)Math.Round(options.TrainFraction * perClass);
         if (trainPerClass < 1 || trainPerClass >= perClass)
@@ -160,16 +183,17 @@ public static class Lic
 
         var train = new List<(int Doc, int Label)>();
         var test = new List<(int Doc, int Label)>();
-        for (int k = 0; k < classes.Length; k++)
+        for (int k = 0; k < classes; k++)
             for (int j = 0; j < perClass; j++)
                 (j < trainPerClass ? train : test).Add((sample[byClass[k][j]], k));
 
-        var classifier = BagOfWordsLogisticRegression.Train(docs, train, classes.Length, options);
+        var classifier = BagOfWordsLogisticRegression.Train(docs, train, classes, options);
         double score = 0;
-        Span<double> p = stackalloc double[classes.Length];
+        Span<double> p = stackalloc double[classes];
+        var groups = new List<int>();
         foreach (var (doc, label) in test)
         {
-            classifier.Probabilities(classifier.Features(docs.Words[doc]), p);
+            classifier.Probabilities(classifier.Groups(docs.Words[doc], groups), p);
             int argmax = 0;
             for (int k = 1; k < p.Length; k++) if (p[k] > p[argmax]) argmax = k;
             if (argmax == label) score += p[argmax];
@@ -177,122 +201,275 @@ public static class Lic
         return score / test.Count;
     }
 
-    static int[] Shuffle(int[] items, Random rng)
+    // As new Random(seed) shuffles: Fisher–Yates from the end, Next(i + 1).
+    static int[] Shuffle(int[] items, SubtractiveRandom rng)
     {
         for (int i = items.Length - 1; i > 0; i--)
         {
-            int j = rng.Next(i + 1);
+            int j = rng.Next(0, i + 1);
             (items[i], items[j]) = (items[j], items[i]);
         }
         return items;
     }
 
-    /// <summary>Multinomial logistic regression on binary word-presence features, full-batch gradient descent.</summary>
+    /// <summary>
+    /// Multinomial logistic regression on binary word-presence features, full-batch gradient descent.
+    /// <para>
+    /// The gradient of a weight is a sum over the captions that have its word, in caption order; a caption's term
+    /// depends only on its text and label (its kind). Words of the train split that occur in exactly the same train
+    /// texts get the same sums of the same terms in the same order each epoch, so from equal (zero) start weights they
+    /// keep equal weights: one weight per such group and class stands for all of them. Each group's gradient is then
+    /// added in registers over the kinds of its captions, in caption order, instead of adding every caption's term
+    /// into every word's slot in memory (which made each addition wait for the previous one to be stored).
+    /// </para>
+    /// </summary>
     sealed class BagOfWordsLogisticRegression
     {
-        readonly int[] _feature;    // [word id]: the feature of a word of the train split's vocabulary, else −1
-        readonly int _width;        // vocabulary size
-        readonly double[] _weights; // [class * vocabulary + feature]
+        readonly int[] _group;      // [word id]: the weight group of a word of the train split's vocabulary, else −1
+        readonly int _groups;
+        readonly double[] _weights; // [class * groups + group]
         readonly double[] _bias;    // [class]
 
-        BagOfWordsLogisticRegression(int[] feature, int width, int classes)
+        BagOfWordsLogisticRegression(int[] group, int groups, int classes)
         {
-            _feature = feature;
-            _width = width;
-            _weights = new double[classes * width];
+            _group = group;
+            _groups = groups;
+            _weights = new double[classes * groups];
             _bias = new double[classes];
         }
 
-        // A caption's features: its words that are in the vocabulary, in the caption's order.
-        public int[] Features(int[] words)
+        // A caption's weight groups: one per word in the vocabulary, in the caption's order.
+        public List<int> Groups(int[] words, List<int> into)
         {
-            int n = 0;
-            foreach (int w in words) if (_feature[w] >= 0) n++;
-            var f = new int[n];
-            n = 0;
-            foreach (int w in words) if (_feature[w] >= 0) f[n++] = _feature[w];
-            return f;
+            into.Clear();
+            foreach (int w in words) if (_group[w] >= 0) into.Add(_group[w]);
+            return into;
         }
 
         // Softmax of the logits into p (length = classes); the max is found as Enumerable.Max does (NaN first skipped).
+        public void Probabilities(List<int> groups, Span<double> p)
+        {
+            var span = CollectionsMarshal.AsSpan(groups);
+            Probabilities(span, FeatureValue(span.Length), p);
+        }
+
+        // value: FeatureValue(groups.Length), which the training computes once per text.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Probabilities(int[] features, Span<double> p)
+        void Probabilities(ReadOnlySpan<int> groups, double value, Span<double> p)
         {
             int classes = _bias.Length;
-            double value = FeatureValue(features);
-            for (int k = 0; k < classes; k++)
+            if (classes == 2)
             {
-                double z = 0;
-                var row = _weights.AsSpan(k * _width, _width);
-                foreach (var f in features) z += row[f];
-                p[k] = _bias[k] + value * z;
+                // The two classes' sums side by side (the same additions, in the same order, for each).
+                var w0 = _weights.AsSpan(0, _groups);
+                var w1 = _weights.AsSpan(_groups, _groups);
+                double z0 = 0, z1 = 0;
+                foreach (int g in groups) { z0 += w0[g]; z1 += w1[g]; }
+                p[0] = _bias[0] + value * z0;
+                p[1] = _bias[1] + value * z1;
             }
+            else
+                for (int k = 0; k < classes; k++)
+                {
+                    double z = 0;
+                    var row = _weights.AsSpan(k * _groups, _groups);
+                    foreach (int g in groups) z += row[g];
+                    p[k] = _bias[k] + value * z;
+                }
             int i = 1;
             double max = p[0];
             while (double.IsNaN(max) && i < classes) max = p[i++];
             for (; i < classes; i++) if (p[i] > max) max = p[i];
             double sum = 0;
-            for (int k = 0; k < classes; k++) sum += p[k] = Math.Exp(p[k] - max);
+            for (int k = 0; k < classes; k++)
+            {
+                // exp(±0) is exactly 1 (IEEE 754, C99 Annex F): the largest logit's exponential needs no call.
+                double d = p[k] - max;
+                sum += p[k] = d == 0 ? 1.0 : Math.Exp(d);
+            }
             for (int k = 0; k < classes; k++) p[k] /= sum;
         }
 
         // Each present word has value 1/sqrt(#present words), so every caption's feature vector has unit norm. This keeps
         // the loss curvature below 1 whatever the caption length, so a step size of 1 is stable.
-        static double FeatureValue(int[] features) => features.Length == 0 ? 0 : 1 / Math.Sqrt(features.Length);
+        static double FeatureValue(int present) => present == 0 ? 0 : 1 / Math.Sqrt(present);
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static BagOfWordsLogisticRegression Train(Documents docs, List<(int Doc, int Label)> data, int classes, LicOptions options)
         {
-            // The vocabulary of the train split, numbered in order of first appearance.
-            var feature = new int[docs.WordCount];
-            Array.Fill(feature, -1);
-            int width = 0;
-            foreach (var (doc, _) in data)
-                foreach (int w in docs.Words[doc])
-                    if (feature[w] < 0) feature[w] = width++;
-            var model = new BagOfWordsLogisticRegression(feature, width, classes);
-            var features = data.Select(d => model.Features(docs.Words[d.Doc])).ToArray();
-            var labels = data.Select(d => d.Label).ToArray();
-            var values = features.Select(FeatureValue).ToArray();
-            // Captions repeat (a bootstrap resample draws an image several times, and templated captions coincide):
-            // the probabilities of equal captions are equal, so each distinct text is evaluated once per epoch.
-            // The gradient still adds every caption's term in caption order, as the one-by-one loop did.
-            var distinctOfText = new Dictionary<int, int>();
-            var distinctOf = data.Select(d => distinctOfText.TryGetValue(docs.Text[d.Doc], out int u) ? u : distinctOfText[docs.Text[d.Doc]] = distinctOfText.Count).ToArray();
-            var distinctFeatures = new int[distinctOfText.Count][];
-            for (int d = 0; d < features.Length; d++) distinctFeatures[distinctOf[d]] = features[d];
-            var probabilities = new double[distinctFeatures.Length * classes];
+            // The train split's distinct texts (first appearance) and (text, label) kinds: a caption's probabilities depend
+            // on its text only, its gradient terms on its kind only.
+            var textIndex = new Dictionary<int, int>();
+            var textDoc = new List<int>();
+            var kindIndex = new Dictionary<(int Text, int Label), int>();
+            var kinds = new List<(int Text, int Label)>();
+            var kindOf = new int[data.Count];
+            for (int d = 0; d < data.Count; d++)
+            {
+                int doc = data[d].Doc;
+                if (!textIndex.TryGetValue(docs.Text[doc], out int u)) { textIndex[docs.Text[doc]] = u = textDoc.Count; textDoc.Add(doc); }
+                if (!kindIndex.TryGetValue((u, data[d].Label), out int e)) { kindIndex[(u, data[d].Label)] = e = kinds.Count; kinds.Add((u, data[d].Label)); }
+                kindOf[d] = e;
+            }
+            int texts = textDoc.Count;
 
-            var gradW = new double[classes * width];
-            var gradB = new double[classes];
-            double rate = options.LearningRate / features.Length, decay = options.LearningRate * options.L2;
+            // Weight groups: the train vocabulary's words keyed by the texts they occur in.
+            var textsOfWord = new Dictionary<int, List<int>>();
+            var vocabulary = new List<int>();   // first appearance, as the texts list them
+            for (int u = 0; u < texts; u++)
+                foreach (int w in docs.Words[textDoc[u]])
+                {
+                    if (!textsOfWord.TryGetValue(w, out var list)) { textsOfWord[w] = list = []; vocabulary.Add(w); }
+                    list.Add(u);
+                }
+            var group = new int[docs.WordCount];
+            Array.Fill(group, -1);
+            var groupOfSignature = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (int w in vocabulary)
+            {
+                string signature = string.Join(',', textsOfWord[w]);
+                if (!groupOfSignature.TryGetValue(signature, out int g)) groupOfSignature[signature] = g = groupOfSignature.Count;
+                group[w] = g;
+            }
+            int groups = groupOfSignature.Count;
+            var model = new BagOfWordsLogisticRegression(group, groups, classes);
+            var textGroups = new int[texts][];
+            var textValue = new double[texts];
+            var scratch = new List<int>();
+            for (int u = 0; u < texts; u++)
+            {
+                textGroups[u] = [.. model.Groups(docs.Words[textDoc[u]], scratch)];
+                textValue[u] = FeatureValue(textGroups[u].Length);
+            }
+            // The gradient's sums, one per job: job 0 the biases (every caption's errors), job 1 + g the weights of group g
+            // (the steps of the captions whose text has it). Each is a list of offsets into the term table, in caption order.
+            var distinctGroups = textGroups.Select(gs => gs.Distinct().ToArray()).ToArray();
+            int width = 2 * classes;   // a kind's row of the term table: its step per class, then its error per class
+            var jobs = new List<int>[1 + groups];
+            for (int j = 0; j < jobs.Length; j++) jobs[j] = [];
+            for (int d = 0; d < data.Count; d++)
+            {
+                int e = kindOf[d];
+                jobs[0].Add(e * width + classes);
+                foreach (int g in distinctGroups[kinds[e].Text]) jobs[1 + g].Add(e * width);
+            }
+            var sums = new InOrderSums(jobs.Select(j => j.ToArray()).ToArray(), classes, zeroRow: kinds.Count * width);
+
+            var probabilities = new double[texts * classes];
+            var terms = new double[(kinds.Count + 1) * width];   // the last row stays +0: what InOrderSums pads with
+            var gradient = new double[jobs.Length * classes];
+            double rate = options.LearningRate / data.Count, decay = options.LearningRate * options.L2;
             for (int epoch = 0; epoch < options.Epochs; epoch++)
             {
-                Array.Clear(gradW);
-                Array.Clear(gradB);
-                for (int u = 0; u < distinctFeatures.Length; u++) model.Probabilities(distinctFeatures[u], probabilities.AsSpan(u * classes, classes));
-                for (int d = 0; d < features.Length; d++)
+                for (int u = 0; u < texts; u++) model.Probabilities(textGroups[u], textValue[u], probabilities.AsSpan(u * classes, classes));
+                for (int e = 0; e < kinds.Count; e++)
                 {
-                    int offset = distinctOf[d] * classes, label = labels[d];
-                    double value = values[d];
-                    var present = features[d];
+                    var (u, label) = kinds[e];
                     for (int k = 0; k < classes; k++)
                     {
-                        double error = probabilities[offset + k] - (k == label ? 1 : 0);
-                        gradB[k] += error;
-                        double step = error * value;
-                        var row = gradW.AsSpan(k * width, width);
-                        foreach (var f in present) row[f] += step;
+                        double error = probabilities[u * classes + k] - (k == label ? 1 : 0);
+                        terms[e * width + k] = error * textValue[u];
+                        terms[e * width + classes + k] = error;
                     }
                 }
+                sums.Compute(terms, gradient);
                 for (int k = 0; k < classes; k++)
                 {
-                    model._bias[k] -= rate * gradB[k];
-                    for (int f = k * width, end = f + width; f < end; f++)
-                        model._weights[f] -= rate * gradW[f] + decay * model._weights[f];
+                    model._bias[k] -= rate * gradient[k];
+                    for (int g = 0; g < groups; g++)
+                        model._weights[k * groups + g] -= rate * gradient[(1 + g) * classes + k] + decay * model._weights[k * groups + g];
                 }
             }
             return model;
+        }
+    }
+
+    /// <summary>
+    /// Sums of rows of a term table in given orders: for job j and class k, 0 + terms[o₀ + k] + terms[o₁ + k] + … over
+    /// the job's offsets o in order, as a loop adding one term after another gives. Each sum is a chain of dependent
+    /// additions; with two classes, four jobs run side by side (eight chains in flight instead of two), the shorter
+    /// ones padded with a row of +0 (adding +0 to a sum that starts at +0 changes nothing).
+    /// </summary>
+    sealed class InOrderSums
+    {
+        readonly int _classes, _jobs;
+        readonly int[][] _offsets;   // classes ≠ 2: each job's offsets
+        readonly int[] _quadJobs;    // classes = 2: the jobs, longest first, four per quad (−1: none)
+        readonly int[] _quadStart;   // quad q's interleaved offsets at 4·_quadStart[q]..4·_quadStart[q + 1]
+        readonly int[] _interleaved; // [4·step + lane]
+        readonly int _tableLength;   // the term table's least length: past every offset's two terms
+
+        public InOrderSums(int[][] offsets, int classes, int zeroRow)
+        {
+            _classes = classes;
+            _jobs = offsets.Length;
+            if (offsets.SelectMany(o => o).Append(zeroRow).Any(o => o < 0)) throw new ArgumentOutOfRangeException(nameof(offsets), "offsets are not negative");
+            _tableLength = offsets.SelectMany(o => o).Append(zeroRow).Max() + classes;
+            _offsets = offsets;
+            _quadJobs = [];
+            _quadStart = [0];
+            _interleaved = [];
+            if (classes != 2) return;
+            var order = Enumerable.Range(0, offsets.Length).OrderByDescending(j => offsets[j].Length).ToArray();
+            int quads = (order.Length + 3) / 4;
+            _quadJobs = new int[4 * quads];
+            _quadStart = new int[quads + 1];
+            for (int q = 0; q < quads; q++)
+            {
+                for (int lane = 0; lane < 4; lane++) _quadJobs[4 * q + lane] = 4 * q + lane < order.Length ? order[4 * q + lane] : -1;
+                _quadStart[q + 1] = _quadStart[q] + offsets[order[4 * q]].Length;   // the quad's longest job
+            }
+            _interleaved = new int[4 * _quadStart[quads]];
+            for (int q = 0; q < quads; q++)
+                for (int lane = 0; lane < 4; lane++)
+                {
+                    int job = _quadJobs[4 * q + lane];
+                    for (int i = 0, steps = _quadStart[q + 1] - _quadStart[q]; i < steps; i++)
+                        _interleaved[4 * (_quadStart[q] + i) + lane] = job >= 0 && i < offsets[job].Length ? offsets[job][i] : zeroRow;
+                }
+        }
+
+        /// <summary>sums[j · classes + k] for every job j and class k.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Compute(double[] terms, double[] sums)
+        {
+            if (_classes != 2)
+            {
+                for (int j = 0; j < _jobs; j++)
+                    for (int k = 0; k < _classes; k++)
+                    {
+                        double s = 0;
+                        foreach (int o in _offsets[j]) s += terms[o + k];
+                        sums[j * _classes + k] = s;
+                    }
+                return;
+            }
+            // The two classes' terms of a row as one vector: the same two additions, lane by lane.
+            ref int at = ref MemoryMarshal.GetArrayDataReference(_interleaved);
+            ref double t = ref MemoryMarshal.GetArrayDataReference(terms);
+            if (terms.Length < _tableLength) throw new ArgumentException("the term table is too short for its offsets");
+            for (int q = 0; q + 1 < _quadStart.Length; q++)
+            {
+                Vector128<double> a = default, b = default, c = default, d = default;
+                for (int i = 4 * _quadStart[q], end = 4 * _quadStart[q + 1]; i < end; i += 4)
+                {
+                    a += Vector128.LoadUnsafe(ref t, (nuint)Unsafe.Add(ref at, i));
+                    b += Vector128.LoadUnsafe(ref t, (nuint)Unsafe.Add(ref at, i + 1));
+                    c += Vector128.LoadUnsafe(ref t, (nuint)Unsafe.Add(ref at, i + 2));
+                    d += Vector128.LoadUnsafe(ref t, (nuint)Unsafe.Add(ref at, i + 3));
+                }
+                Store(sums, _quadJobs[4 * q], a);
+                Store(sums, _quadJobs[4 * q + 1], b);
+                Store(sums, _quadJobs[4 * q + 2], c);
+                Store(sums, _quadJobs[4 * q + 3], d);
+            }
+        }
+
+        static void Store(double[] sums, int job, Vector128<double> s)
+        {
+            if (job < 0) return;
+            sums[2 * job] = s[0];
+            sums[2 * job + 1] = s[1];
         }
     }
 }

@@ -34,6 +34,20 @@ public static class PairwiseProbeGap
     }
 
     /// <summary>Bootstrap 95% interval resampling whole pairs (all probes of a pair move together).</summary>
-    public static (double Low, double High) Ci95(IReadOnlyList<ProbePair> items, int resamples = 1000, int seed = 0) =>
-        Bootstrap.Ci95Clustered(items, p => p.PairId, Compute, resamples, seed);
+    public static (double Low, double High) Ci95(IReadOnlyList<ProbePair> items, int resamples = 1000, int seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        var gaps = new double[items.Count];
+        for (int i = 0; i < gaps.Length; i++) gaps[i] = Math.Abs(items[i].PYesA - items[i].PYesB);
+        // Compute of the resample's items: the same terms added in the same order.
+        return Bootstrap.Ci95Clustered(Clusters.Of(items, p => p.PairId), sample => Mean(gaps, sample), resamples, seed);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static double Mean(double[] values, ReadOnlySpan<int> sample)
+    {
+        double sum = 0;
+        foreach (int i in sample) sum += values[i];
+        return sum / sample.Length;
+    }
 }
