@@ -56,7 +56,7 @@ public class RealSizeBenchTests
         var (folder, written) = rc.Ensure(dir);
         Assert.That(written, Is.True);
         var model = LlavaModel.FromPretrained(folder, ScalarType.BFloat16);
-        // a tied lm_head is its own parameter in memory but one tensor in the checkpoint, counted once
+        // parameters() lists a tied lm_head and embed_tokens, one tensor, under both names; ParameterCount counts it once
         long tiedHead = rc.Llava.Text.TieWordEmbeddings ? (long)rc.Llava.Text.VocabSize * rc.Llava.Text.HiddenSize : 0;
         Assert.That(model.parameters().Sum(p => p.numel()) - tiedHead, Is.EqualTo(rc.ParameterCount()), "ParameterCount matches the model");
         Assert.That(LlavaConfig.Load(Path.Combine(folder, "config.json")).TorchDtype, Is.EqualTo("bfloat16"));
