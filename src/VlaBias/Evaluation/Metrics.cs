@@ -12,14 +12,15 @@ using VlaBias.Evaluation.Metrics;
 
 namespace VlaBias.Evaluation;
 
-public sealed record MetricValue(double? Value, double[]? Ci95, int N)
+/// <param name="NotComputable">why there is no value (metrics.json <c>not_computable</c>, only when set)</param>
+public sealed record MetricValue(double? Value, double[]? Ci95, int N, string? NotComputable = null)
 {
-    public JsonObject ToJson() => new()
+    public JsonObject ToJson()
     {
-        ["value"] = Num(Value),
-        ["ci95"] = Ci95 is null ? null : new JsonArray(Num(Ci95[0]), Num(Ci95[1])),
-        ["n"] = N,
-    };
+        var o = new JsonObject { ["value"] = Num(Value), ["ci95"] = Ci95 is null ? null : new JsonArray(Num(Ci95[0]), Num(Ci95[1])), ["n"] = N };
+        if (NotComputable is not null) o["not_computable"] = NotComputable;
+        return o;
+    }
 
     private static JsonNode? Num(double? v) => v is double d && double.IsFinite(d) ? JsonValue.Create(Math.Round(d, 6)) : null;
 }
@@ -141,7 +142,8 @@ public static class MetricsCalculator
                 var lic = new Lic.Prepared(clear.Select(c => new LicCaption(Lic.Mask(c.S.Output!, genderWords), c.S.Gender.Name())).ToList(),
                                            clear.Select(c => new LicCaption(Lic.Mask(c.S.References![0], genderWords), c.S.Gender.Name())).ToList());
                 var positions = Enumerable.Range(0, clear.Count).ToArray();
-                m["lic"] = With(lic.Compute(positions, new LicOptions(Seeds: licSeeds, Seed: s)).Lic,
+                var licAll = lic.Compute(positions, new LicOptions(Seeds: licSeeds, Seed: s));
+                m["lic"] = licAll.NotComputable is string why ? new MetricValue(null, null, clear.Count, why) : With(licAll.Lic,
                     Bootstrap.Ci95Clustered(positions, i => unit(clear[i]), x => lic.Compute(x, new LicOptions(Seeds: 1, Seed: s)).Lic, Math.Min(resamples, 100), s, threads),
                     clear.Count);
             }
