@@ -100,10 +100,25 @@ public static class ComputeDType
     public static long? PeakRssBytes()
     {
         const string path = "/proc/self/status";
-        if (!File.Exists(path)) return null;
-        foreach (var line in File.ReadLines(path))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                return long.Parse(line["VmHWM:".Length..].Trim().Split(' ')[0]) * 1024;
+        try
+        {
+            if (!File.Exists(path)) return null;
+            foreach (var line in File.ReadLines(path))
+                if (StatusKb(line, "VmHWM") is long kb) return kb * 1024;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
         return null;
+    }
+
+    /// <summary>
+    /// The kB value of a /proc status line "Field:&lt;tab&gt;&lt;spaces&gt;N kB" (the padding shrinks as N grows: none from
+    /// 8 digits on), or null when the line is another field or not that shape.
+    /// </summary>
+    public static long? StatusKb(string line, string field)
+    {
+        if (!line.StartsWith(field + ":", StringComparison.Ordinal)) return null;
+        var parts = line[(field.Length + 1)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        return parts.Length >= 1 && long.TryParse(parts[0], out long kb) ? kb : null;
     }
 }

@@ -80,6 +80,17 @@ public class ComputeDTypeTests
     }
 
     [Test]
+    public void Peak_memory_lines_parse_with_and_without_padding()
+    {
+        // the kernel pads to 8 digits: a 7B process's 14.5 GB has no space between the tab and the number
+        Assert.That(ComputeDType.StatusKb("VmHWM:\t14563284 kB", "VmHWM"), Is.EqualTo(14563284));
+        Assert.That(ComputeDType.StatusKb("VmHWM:\t    2196 kB", "VmHWM"), Is.EqualTo(2196));
+        Assert.That(ComputeDType.StatusKb("VmRSS:\t    2196 kB", "VmHWM"), Is.Null);
+        Assert.That(ComputeDType.StatusKb("VmHWM:\t kB", "VmHWM"), Is.Null);
+        Assert.That(ComputeDType.PeakRssBytes(), Is.GreaterThan(1L << 20), "this test process");
+    }
+
+    [Test]
     public void Cpu_flags_and_model_are_read_from_cpuinfo()
     {
         string file = Path.Combine(dir, "cpuinfo");
