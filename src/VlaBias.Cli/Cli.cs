@@ -69,6 +69,8 @@ public static class Cli
         try
         {
             int threads = p.GetValue(Common.Threads);
+            // Before the first tensor call: libgomp reads its wait policy when libtorch loads.
+            Log.Debug("threads: {Choice}", VlaBias.Model.ThreadWaitPolicy.Apply(threads));
             if (threads > 0) torch.set_num_threads(threads);
             string device = p.GetValue(Common.Device) ?? "cpu";
             if (device != "cpu" && device != "cuda") throw new BadInputException($"--device: unknown value '{device}' (expected cpu or cuda)");

@@ -2,13 +2,12 @@
 // shapes (RealSizeConfig.cs), loaded through Vla.Load like a real checkpoint. Each part runs in its own child process
 // (`bench --worker <part>`) so its peak RSS (VmHWM) is its own, and the parent never holds a model:
 //   write     the checkpoint folder, when missing or when its config differs (bf16 safetensors)
-//   probe     naive probing: every yes/no question a full prompt (image tokens included), scored as Evaluator.Answer
-//             does (image features once per image, TextGenerator.ScoreOptions over batches of prompts), bf16
+//   probe     probing through ProbeBench: every yes/no question a full prompt (image tokens included, batches of
+//             ProbeBatch) and the same prompts with the shared image prefix in the evaluator's batches, bf16
 //   caption   Captioner at batch 1 and 8, a forced number of new tokens, bf16
 //   lora-bf16 one LoRA step of the trainer's parity term (Objectives, MicroBatch, TuneData) on 1 pair × 4 probes, the
 //   lora-f32  LoRA config of recipes/default.yaml, clip + AdamW as DebiasTrainer; decoder layers checkpointed when
 //             the config says so
-//             and the same prompts with the shared image prefix (Evaluator.ScoreOptions, share: true), same run
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Serilog;
@@ -57,7 +56,7 @@ public static class RealSizeBench
             Log.Information("bench: LoRA step f32 {Ms:F0} ms", loraF32["step_ms"]!["median"]!.GetValue<double>());
         }
         else notes.Add($"lora_step_ms_f32_realsize not measured: f32 weights of {rc.Name} ({rc.ParameterCount() * 4 / 1e9:F1} GB) and its step do not fit in 24 GB");
-        notes.Add($"probing (naive and shared): {rc.ProbeImages} image(s) × {rc.ProbeQuestions} questions, each a full prompt of {probe["prompt_tokens"]} positions ({rc.Llava.ImageSeqLength} image tokens), batches of {ProbeBatch}, bf16");
+        notes.Add($"probing (naive and shared): {rc.ProbeImages} image(s) × {rc.ProbeQuestions} questions, each a full prompt of {probe["prompt_tokens"]} positions ({rc.Llava.ImageSeqLength} image tokens), naive batches of {ProbeBatch}, shared in the evaluator's batches of {SharedBatch} cut at image boundaries ({probe["shared_batches"]} batches), bf16");
         notes.Add($"captioning: {rc.CaptionTokens} forced new tokens per image, bf16, random pixels");
         notes.Add($"LoRA step: the parity term only (the caption_kl and retain terms need captions), {rc.PairsPerStep} pair × {rc.ProbesPerPair} probes = {2 * rc.PairsPerStep * rc.ProbesPerPair} prompts; image features precomputed without gradients as the trainer does with a frozen vision side");
         var parts = new JsonObject[] { write, probe, caption, loraBf16 }.Concat(loraF32 is null ? [] : [loraF32]);
@@ -101,7 +100,7 @@ public static class RealSizeBench
                 var (dir, written) = rc.Ensure(root, seed);
                 result = new JsonObject { ["dir"] = dir, ["written"] = written };
                 break;
-            case ProbePart: result = ProbeNaive(rc, Folder(rc, root), warmup, repeats, seed); break;
+            case ProbePart: result = Probe(rc, Folder(rc, root), warmup, repeats, seed); break;
             case CaptionPart: result = Caption(rc, Folder(rc, root), warmup, repeats, seed); break;
             case LoraBf16Part: result = LoraStep(rc, Folder(rc, root), ScalarType.BFloat16, warmup, repeats, seed); break;
             case LoraF32Part: result = LoraStep(rc, Folder(rc, root), ScalarType.Float32, warmup, repeats, seed); break;
@@ -135,59 +134,24 @@ public static class RealSizeBench
         return (vla, sw.Elapsed.TotalSeconds);
     }
 
-    /// <summary>Naive probing: ProbeImages × ProbeQuestions full prompts, scored as Evaluator.Answer scores probes.</summary>
-    public static JsonObject ProbeNaive(RealSizeConfig rc, string dir, int warmup, int repeats, long seed)
+    /// <summary>
+    /// Probing: ProbeImages × ProbeQuestions prompts scored naive (full prompts, batches of ProbeBatch) and with the
+    /// shared image prefix (the evaluator's batches of SharedBatch), through ProbeBench as the bench config does, bf16.
+    /// </summary>
+    public static JsonObject Probe(RealSizeConfig rc, string dir, int warmup, int repeats, long seed)
     {
         var (vla, loadS) = Load(dir, ScalarType.BFloat16);
-        var gen = new TextGenerator(vla);
-        var pixels = Pixels(rc, rc.ProbeImages, seed);
-        var prompts = Enumerable.Range(0, rc.ProbeQuestions).Select(q => vla.PromptIds(RealSizeConfig.Question(q))).ToList();
-        string[] options = ["yes", "no"];
-        var pYes = new List<double>();
-        void Score(int images, int questions)
-        {
-            using var _ = no_grad();
-            for (int i = 0; i < images; i++)
-            {
-                using var scope = NewDisposeScope();
-                var feats = vla.Model.ImageFeatures(pixels[i].unsqueeze(0));
-                for (int start = 0; start < questions; start += ProbeBatch)
-                {
-                    int n = Math.Min(ProbeBatch, questions - start);
-                    using var batch = vla.Batch(prompts.GetRange(start, n), null, feats.expand(n, -1, -1).contiguous());
-                    foreach (var row in gen.ScoreOptions(batch, options)) pYes.Add(row[0]);
-                }
-            }
-        }
-        for (int w = 0; w < warmup; w++) Score(1, 1);
-        pYes.Clear();
-        var t = Timings.TimeMs(0, repeats, () => { pYes.Clear(); Score(rc.ProbeImages, rc.ProbeQuestions); });
-        int count = rc.ProbeImages * rc.ProbeQuestions;
-
-        // The same prompts with the shared image prefix (Evaluator.ScoreOptions as the evaluator calls it: image-major
-        // rows in batches of the suite's default size, each image's prefix once per batch), image features included.
-        var rows = Enumerable.Range(0, count).ToList();
-        var sharedYes = new List<double>();
-        void ScoreShared()
-        {
-            using var _ = no_grad();
-            using var scope = NewDisposeScope();
-            var feats = vla.Model.ImageFeatures(stack(pixels.Take(rc.ProbeImages).ToList()).to_type(vla.Model.DType));
-            foreach (var chunk in rows.Chunk(SharedBatch))
-                foreach (var row in Evaluator.ScoreOptions(vla, gen, chunk.Select(r => prompts[r % rc.ProbeQuestions]).ToList(), feats,
-                             chunk.Select(r => r / rc.ProbeQuestions).ToList(), options, share: true))
-                    sharedYes.Add(row[0]);
-        }
-        var ts = Timings.TimeMs(warmup > 0 ? 1 : 0, repeats, () => { sharedYes.Clear(); ScoreShared(); });
-        double maxDiff = pYes.Zip(sharedYes).Max(x => Math.Abs(x.First - x.Second));
+        var r = ProbeBench.Run(vla, warmup, repeats, rc.ProbeImages, rc.ProbeQuestions, SharedBatch, seed, naiveBatchSize: ProbeBatch);
+        var d = r.Details;
         return new JsonObject
         {
-            ["load_s"] = Timings.Round(loadS, 1), ["images"] = rc.ProbeImages, ["questions"] = rc.ProbeQuestions, ["prompts"] = count,
-            ["prompt_tokens"] = prompts[0].Length, ["batch"] = ProbeBatch, ["dtype"] = "bf16",
-            ["total_ms"] = t.ToJson(), ["prompts_per_s"] = Timings.Round(count * 1000.0 / t.Median),
-            ["shared_total_ms"] = ts.ToJson(), ["prompts_per_s_shared"] = Timings.Round(count * 1000.0 / ts.Median),
-            ["shared_over_naive"] = Timings.Round(t.Median / ts.Median), ["max_p_yes_diff_bf16"] = maxDiff,
-            ["p_yes_first"] = new JsonArray(pYes.Take(4).Select(p => (JsonNode)Timings.Round(p, 6)).ToArray()),
+            ["load_s"] = Timings.Round(loadS, 1), ["images"] = rc.ProbeImages, ["questions"] = rc.ProbeQuestions, ["prompts"] = rc.ProbeImages * rc.ProbeQuestions,
+            ["prompt_tokens"] = d["prompt_tokens_mean"]!.DeepClone(), ["prefix_tokens"] = d["prefix_tokens"]!.DeepClone(),
+            ["batch"] = ProbeBatch, ["shared_batch"] = SharedBatch, ["shared_batches"] = d["shared_batches"]!.DeepClone(), ["dtype"] = "bf16",
+            ["total_ms"] = d["naive_ms"]!.DeepClone(), ["prompts_per_s"] = Timings.Round(r.NaivePromptsPerS),
+            ["shared_total_ms"] = d["shared_ms"]!.DeepClone(), ["prompts_per_s_shared"] = Timings.Round(r.SharedPromptsPerS),
+            ["shared_over_naive"] = d["shared_over_naive"]!.DeepClone(), ["max_p_yes_diff_bf16"] = r.MaxProbDiff,
+            ["p_yes_first"] = d["p_first"]!.DeepClone(),
         };
     }
 

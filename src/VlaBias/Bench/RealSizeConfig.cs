@@ -8,7 +8,8 @@
 //     "default": 576 image tokens) + vicuna-7b-v1.5 (Llama defaults: hidden 4096, 32 layers, 32 heads, MLP 11008,
 //     vocabulary 32064, untied lm_head) with the 2-layer GELU projector 1024 → 4096 → 4096.
 // The tokenizer is a word-level one of exactly the vocabulary size (special-token ids differ from the real ones; the
-// tensor shapes and the image-token count do not).
+// tensor shapes and the image-token count do not). PublishedConfigTests holds these configs to the published files
+// (tests/VlaBias.Tests/Fixtures/hf_configs) as LlavaConfig.Load reads them.
 using System.Text.Json.Nodes;
 using Serilog;
 using VlaBias.Images;

@@ -115,16 +115,5 @@ public static class TrainStepBench
     }
 
     /// <summary>VmHWM of this process in MB (Linux /proc/self/status), or null where it cannot be read.</summary>
-    public static double? PeakRssMb()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return Math.Round(long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0, 1);
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return null;
-    }
+    public static double? PeakRssMb() => ComputeDType.PeakRssBytes() is long b ? Math.Round(b / (1024.0 * 1024.0), 1) : null;
 }

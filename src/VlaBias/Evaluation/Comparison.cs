@@ -53,9 +53,12 @@ public static class Comparison
         return ah < bl || bh < al;
     }
 
+    /// <summary>Why a metric has no value (metrics.json <c>not_computable</c>), or null.</summary>
+    public static string? NotComputable(JsonNode? c) => c?["not_computable"]?.GetValue<string>();
+
     public static string Cell(JsonNode? c)
     {
-        if (c?["value"] is not JsonNode v) return "–";
+        if (c?["value"] is not JsonNode v) return NotComputable(c) is string why ? $"– (not computable: {why})" : "–";
         string s = v.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);
         if (c["ci95"] is JsonArray ci && ci[0] is not null) s += $" [{ci[0]!.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture)}, {ci[1]!.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture)}]";
         return s;

@@ -1,8 +1,9 @@
 // The evaluator: runs a suite on a model (+ optional adapter already applied to it) and produces samples,
 // then metrics. Data flow:
 //   manifest items of the suite's split → work units (caption / probe / fact prompts per item), in a fixed order and
-//   fixed batches → each batch is answered by the model (greedy captions and answers, option probabilities for probes,
-//   whose prompt prefix through the image tokens runs once per image of the batch: Generation/SharedPrefix.cs)
+//   fixed batches cut at image boundaries (ImageBatches) → each batch is answered by the model (greedy captions and
+//   answers, option probabilities for probes, whose prompt prefix through the image tokens runs once per image of the
+//   batch: Generation/SharedPrefix.cs)
 //   unless the result cache already has it → samples (sorted by key) → Metrics.Compute → metrics.json.
 // Sharding (--shard i/n) takes every n-th batch, so each unit is computed in the same batch, with the same padding,
 // as in an unsharded run, and merged shards give the same numbers. The cache is an append-only JSONL file keyed by
@@ -76,7 +77,7 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         int bs = Math.Max(1, suite.BatchSize);
         // Batches group units of one kind (and option set), in a fixed order independent of sharding and caching.
         var batches = units.GroupBy(u => (u.Kind, Opts: u.Options is null ? "" : string.Join(",", u.Options)))
-            .SelectMany(g => g.Chunk(bs)).ToList();
+            .SelectMany(g => ImageBatches(g.ToList(), bs)).ToList();
         var mine = batches.Where((_, i) => shard.Takes(i)).ToList();
         int total = mine.Sum(b => b.Length), done = 0;
         using var cacheWriter = cacheFile is null ? null : OpenCacheForAppend(cacheFile);
@@ -115,6 +116,28 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
             if (wasTraining) vla.Model.train();
         }
         return samples.OrderBy(s => s.Key, StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>
+    /// Consecutive units cut into batches at image boundaries, so one image's prompts share one prefix computation: a
+    /// batch takes whole images until it holds at least <paramref name="size"/> units (at most size − 1 more), and an
+    /// image with more than <paramref name="size"/> units is cut into pieces of that size first.
+    /// </summary>
+    internal static List<WorkUnit[]> ImageBatches(IReadOnlyList<WorkUnit> units, int size) => ImageBatches(units, u => u.Item, size);
+
+    /// <summary><see cref="ImageBatches(IReadOnlyList{WorkUnit}, int)"/> for any rows, <paramref name="image"/> giving each row's image.</summary>
+    public static List<T[]> ImageBatches<T>(IReadOnlyList<T> rows, Func<T, int> image, int size)
+    {
+        var pieces = rows.GroupBy(image).SelectMany(g => g.Chunk(size));   // groups come in order of their first row
+        var batches = new List<T[]>();
+        var current = new List<T>();
+        foreach (var piece in pieces)
+        {
+            current.AddRange(piece);
+            if (current.Count >= size) { batches.Add(current.ToArray()); current.Clear(); }
+        }
+        if (current.Count > 0) batches.Add(current.ToArray());
+        return batches;
     }
 
     private sealed record CacheLine(string Model, Sample Sample);

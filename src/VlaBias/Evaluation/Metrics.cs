@@ -12,14 +12,15 @@ using VlaBias.Evaluation.Metrics;
 
 namespace VlaBias.Evaluation;
 
-public sealed record MetricValue(double? Value, double[]? Ci95, int N)
+/// <param name="NotComputable">why there is no value (metrics.json <c>not_computable</c>, only when set)</param>
+public sealed record MetricValue(double? Value, double[]? Ci95, int N, string? NotComputable = null)
 {
-    public JsonObject ToJson() => new()
+    public JsonObject ToJson()
     {
-        ["value"] = Num(Value),
-        ["ci95"] = Ci95 is null ? null : new JsonArray(Num(Ci95[0]), Num(Ci95[1])),
-        ["n"] = N,
-    };
+        var o = new JsonObject { ["value"] = Num(Value), ["ci95"] = Ci95 is null ? null : new JsonArray(Num(Ci95[0]), Num(Ci95[1])), ["n"] = N };
+        if (NotComputable is not null) o["not_computable"] = NotComputable;
+        return o;
+    }
 
     private static JsonNode? Num(double? v) => v is double d && double.IsFinite(d) ? JsonValue.Create(Math.Round(d, 6)) : null;
 }
@@ -160,7 +161,8 @@ public static class MetricsCalculator
                 var lic = new Lic.Prepared(roleFacts.Select(c => new LicCaption(Mask(c.S.Output!), c.S.Gender.Name())).ToList(),
                                            roleFacts.Select(c => new LicCaption(Mask(c.S.References![0]), c.S.Gender.Name())).ToList());
                 var resampleOptions = new LicOptions(Seeds: 1, Seed: s);
-                m["lic"] = With(lic.Compute(everyone, new LicOptions(Seeds: licSeeds, Seed: s)).Lic,
+                var licAll = lic.Compute(everyone, new LicOptions(Seeds: licSeeds, Seed: s));
+                m["lic"] = licAll.NotComputable is string why ? new MetricValue(null, null, roleFacts.Length, why) : With(licAll.Lic,
                     Bootstrap.Ci95Clustered(byUnit, x => lic.Compute(x, resampleOptions).Lic, Math.Min(resamples, 100), s, threads),
                     roleFacts.Length);
             }

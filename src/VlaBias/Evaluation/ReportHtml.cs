@@ -63,7 +63,8 @@ public static class ReportHtml
         {
             var ci = node?["ci95"] as JsonArray;
             string ciText = ci is null || ci[0] is null ? "–" : $"[{F(ci[0]!.GetValue<double>())}, {F(ci[1]!.GetValue<double>())}]";
-            sb.Append($"<tr><td><code>{E(name)}</code></td><td class=\"num\">{F(Comparison.V(node))}</td><td class=\"num ci\">{ciText}</td>" +
+            string value = Comparison.V(node) is null && Comparison.NotComputable(node) is string why ? $"– (not computable: {E(why)})" : F(Comparison.V(node));
+            sb.Append($"<tr><td><code>{E(name)}</code></td><td class=\"num\">{value}</td><td class=\"num ci\">{ciText}</td>" +
                       $"<td class=\"num\">{E(node?["n"]?.ToString())}</td><td>{E(MetricInfo.Describe(name))}</td></tr>\n");
         }
         return sb.Append("</table>\n").ToString();

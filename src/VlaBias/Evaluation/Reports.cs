@@ -78,7 +78,8 @@ public static partial class Reports
         {
             var v = node!["value"];
             var ci = node["ci95"] as JsonArray;
-            sb.AppendLine($"| `{name}` | {Fmt(v)} | {(ci is null ? "–" : $"[{Fmt(ci[0])}, {Fmt(ci[1])}]")} | {node["n"]} |");
+            string value = v is null && Comparison.NotComputable(node) is string why ? $"– (not computable: {why})" : Fmt(v);
+            sb.AppendLine($"| `{name}` | {value} | {(ci is null ? "–" : $"[{Fmt(ci[0])}, {Fmt(ci[1])}]")} | {node["n"]} |");
         }
         AtomicFile.WriteAllText(Path.Combine(outDir, "report.md"), sb.ToString());
 

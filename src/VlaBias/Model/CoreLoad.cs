@@ -1,6 +1,6 @@
 // How many threads of other processes are running right now: /proc/stat's procs_running (every runnable thread on the
 // machine) less this process's own runnable threads (/proc/self/task/*/stat state R). Decode mode uses it to stay off
-// cores that another process holds; Quiet (also the 1-minute load average within the cores) decides whether a kernel
+// cores that another process holds, ThreadWaitPolicy how libtorch's workers wait; Quiet (also the 1-minute load average within the cores) decides whether a kernel
 // calibration may be cached. Cached for 200 ms (a read costs ~0.1–0.3 ms); 0 where /proc cannot be read.
 using System.Diagnostics;
 
@@ -30,11 +30,14 @@ internal static class CoreLoad
     {
         long now = Stopwatch.GetTimestamp();
         if (now - Volatile.Read(ref readAt) < CacheTicks) return Volatile.Read(ref last);
-        int others = Math.Max(0, AllRunning() - OwnRunning());
+        int others = OthersRunningNow();
         Volatile.Write(ref last, others);
         Volatile.Write(ref readAt, now);
         return others;
     }
+
+    /// <summary>The count read now, not cached.</summary>
+    public static int OthersRunningNow() => Math.Max(0, AllRunning() - OwnRunning());
 
     private static int AllRunning()
     {

@@ -1,7 +1,9 @@
 // Configuration of a LLaVA-family checkpoint, read from config.json in the Hugging Face LlavaConfig shape.
-// Field names are Hugging Face's, so a real checkpoint's config.json loads as is. Defaults follow the
-// Hugging Face config classes where a field is optional there; fields without a sensible default are required and a
-// missing one is a BadInputException naming the file and the field. Unknown fields are ignored.
+// Field names are Hugging Face's, so a real checkpoint's config.json loads as is. A field config.json leaves out takes
+// the default of the transformers config class its model_type names, as from_pretrained fills it: published files
+// rely on that (llava-hf/llava-1.5-7b-hf's text_config gives only vocab_size, max_position_embeddings and
+// rms_norm_eps; hidden_size 4096 and the rest are LlamaConfig's). A model_type without a class here, or a value of
+// the wrong type, is a BadInputException naming the file and the field. Unknown fields are ignored.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -70,36 +72,73 @@ public sealed record LlavaConfig(
         return FromJson(o, path);
     }
 
+    // The defaults of transformers' config classes (models/<type>/configuration_<type>.py): LlamaConfig, Qwen2Config,
+    // MistralConfig; CLIPVisionConfig, SiglipVisionConfig. Every text class defaults to hidden_act silu, rope_theta
+    // 10000 and untied embeddings; head_dim is hidden_size / num_attention_heads unless given.
+    private sealed record TextDefaults(int HiddenSize, int IntermediateSize, int NumHiddenLayers, int NumAttentionHeads,
+                                       int? NumKeyValueHeads, int VocabSize, int MaxPositionEmbeddings, double RmsNormEps,
+                                       int? BosTokenId, int? EosTokenId); // NumKeyValueHeads null: num_attention_heads
+
+    private static readonly Dictionary<string, TextDefaults> TextDefaultsOf = new(StringComparer.Ordinal)
+    {
+        ["llama"] = new(4096, 11008, 32, 32, null, 32000, 2048, 1e-6, 1, 2),
+        ["qwen2"] = new(4096, 22016, 32, 32, 32, 151936, 32768, 1e-6, null, null), // absent key/value heads: 32, whatever the heads
+        ["mistral"] = new(4096, 14336, 32, 32, 8, 32000, 4096 * 32, 1e-6, 1, 2),
+    };
+
+    private sealed record VisionDefaults(int HiddenSize, int IntermediateSize, int NumHiddenLayers, int NumAttentionHeads,
+                                         int ImageSize, int PatchSize, string HiddenAct, double LayerNormEps);
+
+    private static readonly Dictionary<string, VisionDefaults> VisionDefaultsOf = new(StringComparer.Ordinal)
+    {
+        ["clip_vision_model"] = new(768, 3072, 12, 12, 224, 32, "quick_gelu", 1e-5),
+        ["siglip_vision_model"] = new(768, 3072, 12, 12, 224, 16, "gelu_pytorch_tanh", 1e-6),
+    };
+
+    /// <summary>LlavaConfig's vision tower when config.json has no vision_config: CLIP ViT-L/14 at 336 px.</summary>
+    private static JsonObject LlavaDefaultVisionConfig() => new()
+    {
+        ["model_type"] = "clip_vision_model", ["hidden_size"] = 1024, ["intermediate_size"] = 4096, ["patch_size"] = 14,
+        ["image_size"] = 336, ["num_hidden_layers"] = 24, ["num_attention_heads"] = 16,
+    };
+
     public static LlavaConfig FromJson(JsonObject o, string path)
     {
         var r = new Reader(o, path, "");
         string modelType = r.Str("model_type", null);
         if (modelType != "llava")
             throw new BadInputException($"{path}: field 'model_type': unsupported value '{modelType}' (expected llava)");
-        var vo = r.Obj("vision_config");
-        var to = r.Obj("text_config");
+        // As LlavaConfig.__init__: no vision_config is its CLIP tower, no text_config a default LlamaConfig.
+        var vo = r.OptObj("vision_config") ?? LlavaDefaultVisionConfig();
+        var to = r.OptObj("text_config") ?? new JsonObject();
         var v = new Reader(vo, path, "vision_config.");
         string vType = v.Str("model_type", "clip_vision_model");
-        if (vType is not ("clip_vision_model" or "siglip_vision_model"))
-            throw new BadInputException($"{path}: field 'vision_config.model_type': unsupported value '{vType}' (expected clip_vision_model or siglip_vision_model)");
-        bool siglip = vType == "siglip_vision_model";
+        if (!VisionDefaultsOf.TryGetValue(vType, out var vd))
+            throw new BadInputException($"{path}: field 'vision_config.model_type': unsupported value '{vType}' (expected {string.Join(" or ", VisionDefaultsOf.Keys)})");
         var vision = new VisionConfig(vType,
-            v.Int("hidden_size", null), v.Int("intermediate_size", null), v.Int("num_hidden_layers", null),
-            v.Int("num_attention_heads", null), v.Int("image_size", null), v.Int("patch_size", null),
-            v.Int("num_channels", 3), v.Str("hidden_act", siglip ? "gelu_pytorch_tanh" : "quick_gelu"),
-            v.Dbl("layer_norm_eps", siglip ? 1e-6 : 1e-5));
+            v.Int("hidden_size", vd.HiddenSize), v.Int("intermediate_size", vd.IntermediateSize), v.Int("num_hidden_layers", vd.NumHiddenLayers),
+            v.Int("num_attention_heads", vd.NumAttentionHeads), v.Int("image_size", vd.ImageSize), v.Int("patch_size", vd.PatchSize),
+            v.Int("num_channels", 3), v.Str("hidden_act", vd.HiddenAct), v.Dbl("layer_norm_eps", vd.LayerNormEps));
         var t = new Reader(to, path, "text_config.");
         string tType = t.Str("model_type", "llama");
-        if (tType is not ("llama" or "qwen2" or "mistral"))
-            throw new BadInputException($"{path}: field 'text_config.model_type': unsupported value '{tType}' (expected llama, qwen2 or mistral)");
-        int hidden = t.Int("hidden_size", null), heads = t.Int("num_attention_heads", null);
-        var text = new TextConfig(tType, hidden, t.Int("intermediate_size", null), t.Int("num_hidden_layers", null), heads,
-            t.Int("num_key_value_heads", heads), t.OptInt("head_dim") ?? hidden / heads, t.Int("vocab_size", null),
-            t.Int("max_position_embeddings", 2048), t.Dbl("rms_norm_eps", 1e-6), t.Dbl("rope_theta", 10000.0),
+        if (!TextDefaultsOf.TryGetValue(tType, out var td))
+            throw new BadInputException($"{path}: field 'text_config.model_type': unsupported value '{tType}' (expected {string.Join(", ", TextDefaultsOf.Keys)})");
+        int hidden = t.Int("hidden_size", td.HiddenSize), heads = t.Int("num_attention_heads", td.NumAttentionHeads);
+        if (heads < 1) throw new BadInputException($"{path}: field 'text_config.num_attention_heads': {heads} must be positive");
+        // transformers 5 writes rope_theta inside rope_parameters
+        double ropeTheta = t.OptDbl("rope_theta")
+            ?? (t.OptObj("rope_parameters") is JsonObject rp ? new Reader(rp, path, "text_config.rope_parameters.").OptDbl("rope_theta") : null)
+            ?? 10000.0;
+        var text = new TextConfig(tType, hidden, t.Int("intermediate_size", td.IntermediateSize), t.Int("num_hidden_layers", td.NumHiddenLayers), heads,
+            t.Has("num_key_value_heads") ? t.OptInt("num_key_value_heads") ?? heads : td.NumKeyValueHeads ?? heads, // null: heads
+            t.OptInt("head_dim") ?? hidden / heads, t.Int("vocab_size", td.VocabSize),
+            t.Int("max_position_embeddings", td.MaxPositionEmbeddings), t.Dbl("rms_norm_eps", td.RmsNormEps), ropeTheta,
             t.Str("hidden_act", "silu"), t.Bool("tie_word_embeddings", false) || r.Bool("tie_word_embeddings", false),
             tType == "qwen2" || t.Bool("attention_bias", false),
-            t.OptInt("bos_token_id"), t.OptInt("eos_token_id"), t.OptInt("pad_token_id"));
-        if (text.NumAttentionHeads % text.NumKeyValueHeads != 0)
+            // an explicit null stays null (no such token); only an absent id takes the class default
+            t.Has("bos_token_id") ? t.OptInt("bos_token_id") : td.BosTokenId,
+            t.Has("eos_token_id") ? t.OptInt("eos_token_id") : td.EosTokenId, t.OptInt("pad_token_id"));
+        if (text.NumKeyValueHeads < 1 || text.NumAttentionHeads % text.NumKeyValueHeads != 0)
             throw new BadInputException($"{path}: field 'text_config.num_key_value_heads': {text.NumKeyValueHeads} does not divide num_attention_heads {text.NumAttentionHeads}");
         if (text.HeadDim % 2 != 0) throw new BadInputException($"{path}: text head dimension {text.HeadDim} must be even for rotary embeddings");
         // The patch convolution (stride = kernel = patch_size) drops a remainder, as in Hugging Face: SigLIP so400m has
@@ -113,7 +152,7 @@ public sealed record LlavaConfig(
         if (layer < -vision.NumHiddenLayers - 1 || layer > vision.NumHiddenLayers)
             throw new BadInputException($"{path}: field 'vision_feature_layer': {layer} is outside the tower's {vision.NumHiddenLayers} layers");
         return new LlavaConfig(vision, text,
-            r.OptInt("image_token_index") ?? r.Int("image_token_id", null),
+            r.OptInt("image_token_index") ?? r.OptInt("image_token_id") ?? 32000,
             r.Str("projector_hidden_act", "gelu"), layer, strategy,
             r.Bool("multimodal_projector_bias", true), r.OptStr("torch_dtype"));
     }
@@ -160,10 +199,11 @@ public sealed record LlavaConfig(
         private BadInputException Missing(string name) => new($"{path}: missing required field '{prefix}{name}'");
         private BadInputException Wrong(string name, string what) => new($"{path}: field '{prefix}{name}': expected {what}");
 
-        public JsonObject Obj(string name) => Get(name) switch
+        public bool Has(string name) => o.ContainsKey(name);
+        public JsonObject? OptObj(string name) => Get(name) switch
         {
             JsonObject j => j,
-            null => throw Missing(name),
+            null => null,
             _ => throw Wrong(name, "an object"),
         };
         public int Int(string name, int? dflt) => OptInt(name) ?? dflt ?? throw Missing(name);
@@ -174,10 +214,11 @@ public sealed record LlavaConfig(
             try { return n.GetValue<int>(); }
             catch (Exception e) when (e is InvalidOperationException or FormatException) { throw Wrong(name, "an integer"); }
         }
-        public double Dbl(string name, double dflt)
+        public double Dbl(string name, double dflt) => OptDbl(name) ?? dflt;
+        public double? OptDbl(string name)
         {
             var n = Get(name);
-            if (n is null) return dflt;
+            if (n is null) return null;
             try { return n.GetValue<double>(); }
             catch (Exception e) when (e is InvalidOperationException or FormatException) { throw Wrong(name, "a number"); }
         }

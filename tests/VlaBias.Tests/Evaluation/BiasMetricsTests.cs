@@ -241,6 +241,43 @@ public class LicTests
         Assert.That(r.Lic, Is.GreaterThan(0.4));
     }
 
+    [TestCase(2, false)] // 0.8 · 2 rounds to 2 train captions per gender: none left to test
+    [TestCase(3, true)]  // 2 train, 1 test
+    public void Too_few_captions_per_gender_make_lic_not_computable_with_a_reason(int perGender, bool computable)
+    {
+        var model = Captions((g, c) => $"a {g} in a {c}", perGender);
+        var r = Lic.Compute(model, model, Masculine, Feminine);
+        if (computable)
+        {
+            Assert.That((r.NotComputable, double.IsFinite(r.Lic), r.PerSeed.Length), Is.EqualTo(((string?)null, true, 5)));
+            return;
+        }
+        Assert.That(r.NotComputable, Is.EqualTo("LIC needs at least one train and one test caption per gender (smallest gender has 2, train fraction 0.8)"));
+        Assert.That((double.IsNaN(r.Lic), double.IsNaN(r.LicModel), double.IsNaN(r.LicHuman), r.PerSeed.Length), Is.EqualTo((true, true, true, 0)));
+    }
+
+    [Test]
+    public void Captions_of_one_gender_make_lic_not_computable()
+    {
+        var men = Captions((g, c) => $"a {g} in a {c}").Where(x => x.Gender == "man").ToList();
+        Assert.That(Lic.Compute(men, men, Masculine, Feminine).NotComputable, Is.EqualTo("LIC needs captions of at least two genders (1 here)"));
+    }
+
+    [Test]
+    public void Bootstrap_resamples_where_lic_is_not_computable_are_left_out()
+    {
+        // 4 captions per gender, each its own resampling unit: many resamples draw fewer than 3 of one gender
+        var model = Captions((g, c) => g == "man" ? $"a man with a wrench in a {c}" : $"a woman with a tray in a {c}", 4);
+        var words = Lic.GenderWords(Masculine, Feminine);
+        var masked = model.Select(c => c with { Caption = Lic.Mask(c.Caption, words) }).ToList();
+        var lic = new Lic.Prepared(masked, masked);
+        var positions = Enumerable.Range(0, masked.Count).ToArray();
+        var draws = new List<string?>();
+        var ci = Bootstrap.Ci95Clustered(positions, i => i, x => { var r = lic.Compute(x, new LicOptions(Seeds: 1)); lock (draws) draws.Add(r.NotComputable); return r.Lic; }, 200);
+        Assert.That(draws.Count(d => d is not null), Is.InRange(1, 199), "some resamples, not all, are not computable");
+        Assert.That(double.IsFinite(ci.Low) && double.IsFinite(ci.High), Is.True, "the interval comes from the computable ones");
+    }
+
     [Test]
     public void Same_options_give_the_same_result()
     {

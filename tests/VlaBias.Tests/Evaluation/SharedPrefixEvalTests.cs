@@ -59,4 +59,19 @@ public class SharedPrefixEvalTests
         Assert.That(new FileInfo(cacheFile).Length, Is.EqualTo(before), "everything came from the cache");
         Assert.That(System.Text.Json.JsonSerializer.Serialize(cached, Sample.Json), Is.EqualTo(System.Text.Json.JsonSerializer.Serialize(shared, Sample.Json)));
     }
+
+    [Test]
+    public void Batches_end_at_image_boundaries_so_no_image_is_split_unless_it_alone_exceeds_the_batch()
+    {
+        // images 0..4 with 24, 24, 24, 70 and 5 units of one kind, in order
+        int[] counts = [24, 24, 24, 70, 5];
+        var units = counts.SelectMany((n, item) => Enumerable.Range(0, n).Select(q => new WorkUnit(item, SampleKind.Probe, $"q{q}", ["yes", "no"], null))).ToList();
+        var batches = Evaluator.ImageBatches(units, 64);
+        Assert.That(batches.SelectMany(b => b), Is.EqualTo(units), "every unit once, in order");
+        Assert.That(batches.Select(b => b.Length), Is.EqualTo(new[] { 72, 64, 11 }));
+        // the 70-unit image is cut once (64 + 6); its 6 continue with the last image; no other image spans two batches
+        var spans = units.Select(u => u.Item).Distinct().ToDictionary(i => i, i => batches.Count(b => b.Any(u => u.Item == i)));
+        Assert.That(spans, Is.EqualTo(new Dictionary<int, int> { [0] = 1, [1] = 1, [2] = 1, [3] = 2, [4] = 1 }));
+        Assert.That(Evaluator.ImageBatches(units, 1000).Single().Length, Is.EqualTo(units.Count));
+    }
 }

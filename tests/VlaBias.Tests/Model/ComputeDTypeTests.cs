@@ -25,19 +25,69 @@ public class ComputeDTypeTests
 
     private static CpuInfo Cpu(params string[] flags) => new("test cpu", "6", "207", flags.ToHashSet());
 
+    private static double NotAsked() => throw new AssertionException("the bf16 speed was measured although the rule did not need it");
+
     [Test]
-    public void Auto_picks_bf16_only_above_100M_parameters_on_a_cpu_with_bf16_matmuls()
+    public void Auto_picks_bf16_only_above_100M_parameters_on_a_cpu_with_bf16_matmuls_that_measured_faster()
     {
-        Assert.That(ComputeDType.Resolve("auto", () => 7_000_000_000, Cpu("avx512f", "avx512_bf16")).DType, Is.EqualTo(ScalarType.BFloat16));
-        Assert.That(ComputeDType.Resolve("auto", () => 500_000_000, Cpu("amx_bf16", "amx_tile")).DType, Is.EqualTo(ScalarType.BFloat16));
-        var noFlags = ComputeDType.Resolve("auto", () => 7_000_000_000, Cpu("avx512f"));
+        const long gb = 1L << 30;
+        Assert.That(ComputeDType.Resolve("auto", () => 7_000_000_000, Cpu("avx512f", "avx512_bf16"), () => 2.7, 20 * gb).DType, Is.EqualTo(ScalarType.BFloat16));
+        Assert.That(ComputeDType.Resolve("auto", () => 500_000_000, Cpu("amx_bf16", "amx_tile"), () => 4.0, 20 * gb).DType, Is.EqualTo(ScalarType.BFloat16));
+        var noFlags = ComputeDType.Resolve("auto", () => 7_000_000_000, Cpu("avx512f"), NotAsked, 20 * gb);
         Assert.That(noFlags.DType, Is.EqualTo(ScalarType.Float32));
         Assert.That(noFlags.Reason, Does.Contain("neither avx512_bf16 nor amx_bf16"));
-        var small = ComputeDType.Resolve("auto", () => 1_100_000, Cpu("avx512_bf16"));
+        var small = ComputeDType.Resolve("auto", () => 1_100_000, Cpu("avx512_bf16"), NotAsked, 20 * gb);
         Assert.That(small.DType, Is.EqualTo(ScalarType.Float32), "tiny-base stays f32");
         Assert.That(small.Reason, Does.Contain("1.1 M"));
-        Assert.That(ComputeDType.Resolve("bf16", () => throw new AssertionException("an explicit dtype reads no checkpoint"), Cpu()).DType, Is.EqualTo(ScalarType.BFloat16));
-        Assert.Throws<BadInputException>(() => ComputeDType.Resolve("fp8", () => 1, Cpu()));
+        Assert.That(ComputeDType.Resolve("bf16", () => throw new AssertionException("an explicit dtype reads no checkpoint"), Cpu(), NotAsked, null).DType, Is.EqualTo(ScalarType.BFloat16));
+        Assert.Throws<BadInputException>(() => ComputeDType.Resolve("fp8", () => 1, Cpu(), NotAsked, null));
+    }
+
+    [Test]
+    public void Auto_keeps_f32_where_bf16_measured_slower_unless_f32_weights_would_not_fit()
+    {
+        const long gb = 1L << 30;
+        var slow = ComputeDType.Resolve("auto", () => 860_000_000, Cpu("avx512_bf16"), () => 0.8, 20 * gb);
+        Assert.That(slow.DType, Is.EqualTo(ScalarType.Float32));
+        Assert.That(slow.Reason, Does.Contain("0.80×"));
+        // 7 B parameters are 28 GB in f32: more than half of 20 GB, so bf16 although it is not faster
+        var big = ComputeDType.Resolve("auto", () => 7_000_000_000, Cpu("avx512_bf16"), () => 0.8, 20 * gb);
+        Assert.That(big.DType, Is.EqualTo(ScalarType.BFloat16));
+        Assert.That(big.Reason, Does.Contain("over half"));
+        Assert.That(ComputeDType.Resolve("auto", () => 860_000_000, Cpu("avx512_bf16"), () => 1.09, null).DType, Is.EqualTo(ScalarType.Float32), "below 1.1x");
+    }
+
+    [Test]
+    public void The_bf16_calibration_is_measured_once_per_cpu_and_shape_and_not_cached_under_load()
+    {
+        string file = Path.Combine(dir, "dtype.json");
+        var first = new DTypeCalibration(file, "cpu A", () => true);
+        double s = first.Speedup(64, 32);
+        Assert.That(s, Is.GreaterThan(0).And.LessThan(1000));
+        Assert.That(first.Measured, Is.EqualTo(1));
+        var again = new DTypeCalibration(file, "cpu A", () => true);
+        Assert.That(again.Speedup(64, 32), Is.EqualTo(s).Within(s * 0.01), "read back (rounded to 0.001 µs)");
+        Assert.That(again.Measured, Is.EqualTo(0));
+        var other = new DTypeCalibration(file, "cpu B", () => false);
+        other.Speedup(64, 32);
+        Assert.That(other.Measured, Is.EqualTo(1), "another CPU measures itself");
+        Assert.That(File.ReadAllText(file), Does.Not.Contain("cpu B"), "a measurement under load is not cached");
+        File.WriteAllText(file, "{not json");
+        var broken = new DTypeCalibration(file, "cpu A", () => true);
+        Assert.That(broken.Speedup(64, 32), Is.GreaterThan(0));
+        Assert.That(broken.Measured, Is.EqualTo(1), "an unreadable cache is measured again and rewritten");
+        Assert.That(File.ReadAllText(file), Does.Contain("cpu A"));
+    }
+
+    [Test]
+    public void Peak_memory_lines_parse_with_and_without_padding()
+    {
+        // the kernel pads to 8 digits: a 7B process's 14.5 GB has no space between the tab and the number
+        Assert.That(ComputeDType.StatusKb("VmHWM:\t14563284 kB", "VmHWM"), Is.EqualTo(14563284));
+        Assert.That(ComputeDType.StatusKb("VmHWM:\t    2196 kB", "VmHWM"), Is.EqualTo(2196));
+        Assert.That(ComputeDType.StatusKb("VmRSS:\t    2196 kB", "VmHWM"), Is.Null);
+        Assert.That(ComputeDType.StatusKb("VmHWM:\t kB", "VmHWM"), Is.Null);
+        Assert.That(ComputeDType.PeakRssBytes(), Is.GreaterThan(1L << 20), "this test process");
     }
 
     [Test]

@@ -113,5 +113,14 @@ public class ObjectivesTests
         Assert.That(shared.loss, Is.EqualTo(full.loss).Within(1e-5));
         Assert.That(scale, Is.GreaterThan(1e-3));
         Assert.That(maxGrad, Is.LessThan(1e-5));
+
+        // with gradient checkpointing the term takes the full prompts (a cached forward is not checkpointed), recomputing layers
+        vla.Model.LanguageModel.Model.GradientCheckpointing = true;
+        long before = VlaBias.Model.CheckpointedLayer.Recomputed;
+        var checkpointed = Run(true);
+        vla.Model.LanguageModel.Model.GradientCheckpointing = false;
+        Assert.That(VlaBias.Model.CheckpointedLayer.Recomputed - before, Is.GreaterThanOrEqualTo(vla.Model.Config.Text.NumHiddenLayers), "every layer recomputed");
+        Assert.That(checkpointed.loss, Is.EqualTo(full.loss).Within(1e-6));
+        Assert.That(checkpointed.grads.Zip(full.grads).Max(g => g.First.Zip(g.Second).Max(x => Math.Abs(x.First - x.Second))), Is.LessThan(1e-5));
     }
 }

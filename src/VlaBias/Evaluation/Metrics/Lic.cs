@@ -21,7 +21,8 @@ public sealed record LicOptions(int Seeds = 5, int Seed = 0, double TrainFractio
 /// <param name="LicModel">leakage of the model captions, mean over seeds (LIC_M)</param>
 /// <param name="LicHuman">leakage of the human (truthful) captions, mean over seeds (LIC_D)</param>
 /// <param name="PerSeed">LIC of each seed (for a spread)</param>
-public sealed record LicResult(double Lic, double LicModel, double LicHuman, double[] PerSeed);
+/// <param name="NotComputable">why LIC cannot be computed on these captions (the values are then NaN), else null</param>
+public sealed record LicResult(double Lic, double LicModel, double LicHuman, double[] PerSeed, string? NotComputable = null);
 
 /// <summary>
 /// Leakage for Image Captioning, LIC (Hirota, Nakashima &amp; Garcia 2022, "Quantifying Societal Bias Amplification
@@ -104,6 +105,9 @@ public static class Lic
         {
             options ??= new LicOptions();
             if (options.Seeds < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Seeds, "LIC needs at least one seed");
+            // A small suite (or a bootstrap resample of one) can lack a gender or the captions for a train/test split.
+            if ((NotComputable(_model, sample, options) ?? NotComputable(_human, sample, options)) is string why)
+                return new LicResult(double.NaN, double.NaN, double.NaN, [], why);
             var perSeed = new double[options.Seeds];
             double sumModel = 0, sumHuman = 0;
             for (int s = 0; s < options.Seeds; s++)
@@ -157,6 +161,20 @@ public static class Lic
             TextCount = texts.Count;
             GenderCount = names.Count;
         }
+    }
+
+    // Why the balanced split of LeakageScore cannot be made on this sample, else null. Class sizes do not depend on the
+    // seed (it only shuffles within a class), so one check serves every seed.
+    static string? NotComputable(Documents docs, ReadOnlySpan<int> sample, LicOptions options)
+    {
+        var perGender = new int[docs.GenderCount];
+        foreach (int i in sample) perGender[docs.Gender[i]]++;
+        var present = perGender.Where(n => n > 0).ToArray();
+        if (present.Length < 2) return $"LIC needs captions of at least two genders ({present.Length} here)";
+        int perClass = present.Min(), trainPerClass = (int)Math.Round(options.TrainFraction * perClass);
+        return trainPerClass < 1 || trainPerClass >= perClass
+            ? $"LIC needs at least one train and one test caption per gender (smallest gender has {perClass}, train fraction {options.TrainFraction.ToString(System.Globalization.CultureInfo.InvariantCulture)})"
+            : null;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
