@@ -77,7 +77,7 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         int bs = Math.Max(1, suite.BatchSize);
         // Batches group units of one kind (and option set), in a fixed order independent of sharding and caching.
         var batches = units.GroupBy(u => (u.Kind, Opts: u.Options is null ? "" : string.Join(",", u.Options)))
-            .SelectMany(g => ImageBatches(g.ToList(), bs)).ToList();
+            .SelectMany(g => ImageBatches(g.ToList(), u => u.Item, bs)).ToList();
         var mine = batches.Where((_, i) => shard.Takes(i)).ToList();
         int total = mine.Sum(b => b.Length), done = 0;
         using var cacheWriter = cacheFile is null ? null : OpenCacheForAppend(cacheFile);
@@ -119,13 +119,11 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
     }
 
     /// <summary>
-    /// Consecutive units cut into batches at image boundaries, so one image's prompts share one prefix computation: a
-    /// batch takes whole images until it holds at least <paramref name="size"/> units (at most size − 1 more), and an
-    /// image with more than <paramref name="size"/> units is cut into pieces of that size first.
+    /// Consecutive rows cut into batches at image boundaries (<paramref name="image"/> gives each row's image), so one
+    /// image's prompts share one prefix computation: a batch takes whole images until it holds at least
+    /// <paramref name="size"/> rows (at most size − 1 more), and an image with more than <paramref name="size"/> rows is
+    /// cut into pieces of that size first.
     /// </summary>
-    internal static List<WorkUnit[]> ImageBatches(IReadOnlyList<WorkUnit> units, int size) => ImageBatches(units, u => u.Item, size);
-
-    /// <summary><see cref="ImageBatches(IReadOnlyList{WorkUnit}, int)"/> for any rows, <paramref name="image"/> giving each row's image.</summary>
     public static List<T[]> ImageBatches<T>(IReadOnlyList<T> rows, Func<T, int> image, int size)
     {
         var pieces = rows.GroupBy(image).SelectMany(g => g.Chunk(size));   // groups come in order of their first row

@@ -67,13 +67,7 @@ public sealed class DTypeCalibration(string file, string? cpuKey = null, Func<bo
             f32.Add(Time(x, w));
             bf16.Add(Time(xb, wb));
         }
-        return (Median(f32), Median(bf16));
-    }
-
-    private static double Median(List<double> xs)
-    {
-        xs.Sort();
-        return xs.Count % 2 == 1 ? xs[xs.Count / 2] : (xs[xs.Count / 2 - 1] + xs[xs.Count / 2]) / 2;
+        return (KernelCalibration.Median(f32), KernelCalibration.Median(bf16));
     }
 
     /// <summary>The cache's CPUs, or none when the file is missing or not what this code writes.</summary>

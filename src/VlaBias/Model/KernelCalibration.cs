@@ -125,7 +125,8 @@ public sealed class KernelCalibration
         return new Entry(Median(torchTimes), Median(smallTimes));
     }
 
-    private static double Median(List<double> xs)
+    /// <summary>Median of timings (sorts the list); DTypeCalibration uses it too.</summary>
+    internal static double Median(List<double> xs)
     {
         xs.Sort();
         return xs.Count % 2 == 1 ? xs[xs.Count / 2] : (xs[xs.Count / 2 - 1] + xs[xs.Count / 2]) / 2;

@@ -66,12 +66,12 @@ public class SharedPrefixEvalTests
         // images 0..4 with 24, 24, 24, 70 and 5 units of one kind, in order
         int[] counts = [24, 24, 24, 70, 5];
         var units = counts.SelectMany((n, item) => Enumerable.Range(0, n).Select(q => new WorkUnit(item, SampleKind.Probe, $"q{q}", ["yes", "no"], null))).ToList();
-        var batches = Evaluator.ImageBatches(units, 64);
+        var batches = Evaluator.ImageBatches(units, u => u.Item, 64);
         Assert.That(batches.SelectMany(b => b), Is.EqualTo(units), "every unit once, in order");
         Assert.That(batches.Select(b => b.Length), Is.EqualTo(new[] { 72, 64, 11 }));
         // the 70-unit image is cut once (64 + 6); its 6 continue with the last image; no other image spans two batches
         var spans = units.Select(u => u.Item).Distinct().ToDictionary(i => i, i => batches.Count(b => b.Any(u => u.Item == i)));
         Assert.That(spans, Is.EqualTo(new Dictionary<int, int> { [0] = 1, [1] = 1, [2] = 1, [3] = 2, [4] = 1 }));
-        Assert.That(Evaluator.ImageBatches(units, 1000).Single().Length, Is.EqualTo(units.Count));
+        Assert.That(Evaluator.ImageBatches(units, u => u.Item, 1000).Single().Length, Is.EqualTo(units.Count));
     }
 }
