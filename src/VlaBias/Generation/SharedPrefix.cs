@@ -1,13 +1,14 @@
 // Prompts about one image share everything up to and including the image tokens (BOS, the template's start, soft-prompt
-// positions, the image); only the question after it differs. Here that prefix runs once per image and every question
+// positions, the image), and often more: every probe of a Girrbach-style suite begins "is the person". Here the longest
+// prefix all prompts of a batch share (at least through the last image token) runs once per image and every prompt
 // continues from its keys and values (Model/PrefixCache.cs), in one batch:
 //   prefix ids [G, P] + image features [G, N, C] → PrefixCache (one row per image)
 //   suffixes left-padded to [B, T], key mask [B, P + T] = ones over the prefix, then the suffix mask (padding sits
-//   between prefix and question, masked out; position ids count real tokens, so they continue at P as in the full
+//   between prefix and the rest, masked out; position ids count real tokens, so they continue at P as in the full
 //   prompt) → logits [B, V] of each row's last position.
-// Results equal a full-prompt batch up to float rounding. Split says when prompts can share (the same prefix ids,
-// non-empty questions without image or soft-prompt tokens); callers fall back to full prompts otherwise.
-// Runs under the caller's grad mode: in training, gradients flow through the shared prefix.
+// Results equal a full-prompt batch up to float rounding. Split says when prompts can share (the same ids through the
+// image, something after the prefix in each, no image or soft-prompt tokens after it); callers fall back to full
+// prompts otherwise. Runs under the caller's grad mode: in training, gradients flow through the shared prefix.
 using VlaBias.Model;
 using static TorchSharp.torch;
 
@@ -16,21 +17,23 @@ namespace VlaBias.Generation;
 public static class SharedPrefix
 {
     /// <summary>
-    /// The length P of the prefix all <paramref name="prompts"/> share, through the last image token (the same ids in
-    /// every prompt, and something after it in each), or null when they cannot share one.
+    /// The length P of the longest prefix all <paramref name="prompts"/> share, reaching at least through the last image
+    /// token and leaving at least one token of each prompt after it, or null when they cannot share one (a difference
+    /// before the image's end, a prompt ending with the image, image or soft-prompt tokens after the prefix).
     /// </summary>
     public static int? Split(IReadOnlyList<int[]> prompts, long imageTokenId)
     {
         if (prompts.Count == 0) return null;
         var first = prompts[0];
-        int p = Array.LastIndexOf(first, (int)imageTokenId) + 1;
-        if (p == 0) return null;
+        int image = Array.LastIndexOf(first, (int)imageTokenId) + 1;
+        if (image == 0) return null;
+        int p = first.Length - 1;
         foreach (var ids in prompts)
-        {
-            if (ids.Length <= p || !ids.AsSpan(0, p).SequenceEqual(first.AsSpan(0, p))) return null;
+            p = Math.Min(p, Math.Min(ids.Length - 1, first.AsSpan(0, Math.Min(p, ids.Length)).CommonPrefixLength(ids)));
+        if (p < image) return null;
+        foreach (var ids in prompts)
             for (int i = p; i < ids.Length; i++)
                 if (ids[i] == imageTokenId || ids[i] == LlavaModel.VirtualTokenId) return null;
-        }
         return p;
     }
 

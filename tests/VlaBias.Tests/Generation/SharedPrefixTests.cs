@@ -122,4 +122,20 @@ public class SharedPrefixTests
         var twoImages = a.Concat(Enumerable.Repeat((int)image, 2)).Concat(a.TakeLast(2)).ToArray();
         Assert.That(SharedPrefix.Split([a, twoImages], image), Is.Null, "the second prompt's last image token is elsewhere");
     }
+
+    [Test]
+    public void The_shared_prefix_reaches_past_the_image_into_the_words_every_prompt_starts_with()
+    {
+        var vla = Load("clip-llama-gqa");
+        long image = vla.Model.Config.ImageTokenIndex;
+        var a = vla.PromptIds("is the person friendly ?");
+        var b = vla.PromptIds("is the person kind ?");
+        var c = vla.PromptIds("is the man a chef ?");
+        int afterImage = Array.LastIndexOf(a, (int)image) + 1;
+        int common = a.AsSpan().CommonPrefixLength(b);
+        Assert.That(common, Is.GreaterThan(afterImage + 2), "the prompts share 'is the person' after the image");
+        Assert.That(SharedPrefix.Split([a, b], image), Is.EqualTo(common));
+        Assert.That(SharedPrefix.Split([a, b, c], image), Is.EqualTo(a.AsSpan().CommonPrefixLength(c)).And.LessThan(common));
+        Assert.That(SharedPrefix.Split([a, a], image), Is.EqualTo(a.Length - 1), "identical prompts keep their last token to continue from");
+    }
 }
