@@ -8,6 +8,12 @@
 // At the end the evaluator compares base and tuned on the test split, both from the one model in memory: the base
 // with the tuner disabled (or its evaluation copied from the evaluation cache, Evaluation/EvalCache.cs), then the tuned
 // with the best adapter's weights. PhaseClock.cs records wall and CPU seconds per phase (trainer_state.json "timing").
+// Overlap (ValidationWorker.cs; recipe key overlap, measured when auto): a second copy of the model on a second thread
+// runs the base's validation, every validation (of a snapshot of the tuner's tensors at its step) and the base's test
+// evaluation while this thread trains on. Results are applied in step order with the rules of the sequential loop
+// (Judge), so the validation points, the best adapter and the stop are the same; steps trained past a validation that
+// stops the run are dropped (the run's state, checkpoint and adapter are those of that step). The checkpoint of a
+// validation step is written before its result: a run resumed from it validates that step again first.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Serilog;
@@ -15,6 +21,7 @@ using TorchSharp;
 using VlaBias.Adapters;
 using VlaBias.Data;
 using VlaBias.Evaluation;
+using VlaBias.Generation;
 using VlaBias.Images;
 using VlaBias.Model;
 using VlaBias.Recipes;
@@ -62,7 +69,10 @@ public static class DebiasTrainer
         using var tuneBank = ImageBank.Load(tune, manifestDir, vla.Images);
         using var valBank = ImageBank.Load(val, manifestDir, vla.Images);
         scope.Dispose();
-        var validator = new Evaluator(vla, suite with { Facts = false, ProbesWithUnknown = false, Bootstrap = 0 });
+        var validatorSuite = suite with { Facts = false, ProbesWithUnknown = false, Bootstrap = 0 };
+        var validator = new Evaluator(vla, validatorSuite);
+        // Before any result is computed: with the worker, this thread's intra-op threads change.
+        using var worker = StartWorker(cfg, vla, val, valBank, validatorSuite, phases);
         // The vision tower and projector stay frozen unless adapted: their features are computed once, for the tune
         // images (every step) and the validation images (every validation).
         bool frozenVision = !cfg.LoraVision && !cfg.LoraProjector;
@@ -70,18 +80,95 @@ public static class DebiasTrainer
         using var tuneFeatures = frozenVision ? validator.ImageFeatures(tuneBank) : null;
         using var valFeatures = frozenVision ? validator.ImageFeatures(valBank) : null;
         scope.Dispose();
+        var workerValidator = worker is null ? null : new Evaluator(worker.Vla, validatorSuite);
         ValidationPoint Validate(long step, double loss, string? cache, string identity) => Validation(validator, val, valBank, valFeatures, words, step, loss, cache, identity);
-        ValidationPoint basePoint;
-        using (phases.Time("base validation"))
-        using (tuner.Disable()) basePoint = BaseValidation(cfg, vla, suite, run, Validate);
-        Log.Information("tune: base on validation: pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3}", basePoint.Bias, basePoint.CiderD);
+        ValidationPoint ValidateOnWorker(long step, double loss, string? cache, string identity) => Validation(workerValidator!, val, valBank, valFeatures, words, step, loss, cache, identity);
+        Task<ValidationPoint> baseTask;
+        if (worker is null)
+        {
+            using (phases.Time("base validation"))
+            using (tuner.Disable()) baseTask = Task.FromResult(BaseValidation(cfg, vla, suite, run, Validate));
+        }
+        else baseTask = worker.Run(() =>
+        {
+            using (phases.Time("worker: base validation"))
+            using (worker.Tuner.Disable()) return BaseValidation(cfg, worker.Vla, suite, run, ValidateOnWorker);
+        });
+        ValidationPoint BasePoint() => baseTask.GetAwaiter().GetResult();
+        baseTask.ContinueWith(t => Log.Information("tune: base on validation: pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3}", t.Result.Bias, t.Result.CiderD),
+            TaskContinuationOptions.OnlyOnRanToCompletion | TaskContinuationOptions.ExecuteSynchronously);
 
         var parameters = tuner.Parameters().ToList();
         var opt = optim.AdamW(parameters, lr: cfg.Lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.WeightDecay);
         var state = Resume(cfg, run, vla, tuner, opt);
         var terms = Objectives.For(cfg, data, phases);
-        var stop = new StopPolicy(cfg, basePoint);
+        var stop = new StopPolicy(cfg, BasePoint);
+        // The worker keeps its own copy of what the results decide, to save the best adapter from its weights.
+        var workerState = state;
+        bool workerStopped = false;
+        var pending = new Queue<(RunState at, Task<ValidationPoint> point)>();
+        string? lastNote = null;
+
+        // Queues (worker) or runs (inline) the validation of the tuner as it is now, at state.Step.
+        void StartValidation(RunState at)
+        {
+            if (worker is null)
+            {
+                ValidationPoint v;
+                using (phases.Time("validation")) v = Validate(at.Step, at.Ema, null, "");
+                pending.Enqueue((at, Task.FromResult(v)));
+                return;
+            }
+            var snapshot = ValidationWorker.Snapshot(tuner);
+            pending.Enqueue((at, worker.Run(() =>
+            {
+                worker.Load(snapshot);
+                ValidationPoint v;
+                using (phases.Time("worker: validation")) v = ValidateOnWorker(at.Step, at.Ema, null, "");
+                if (!workerStopped)
+                {
+                    var (next, stopNow, save) = Judge(stop, workerState, v);
+                    workerState = next;
+                    if (save) worker.Tuner.Save(run.Dir);
+                    workerStopped = stopNow is not null;
+                }
+                return v;
+            })));
+        }
+
+        // Applies queued results in step order while they are ready (all of them, waiting, when wait is true, or those
+        // before step `before`). A result that stops the run returns the state at its step and the reason.
+        StopReason? ApplyResults(ref RunState s, bool wait, long before = long.MaxValue)
+        {
+            while (pending.Count > 0 && (wait || pending.Peek().at.Step < before || pending.Peek().point.IsCompleted))
+            {
+                var (at, task) = pending.Dequeue();
+                var v = task.GetAwaiter().GetResult();
+                var (next, stopNow, save) = Judge(stop, s, v);
+                bool guard = stop.Guard(v);
+                Log.Information("tune: step {Step}: validation pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3} (base {BaseCider:F3}), loss {Loss:F4}",
+                    v.Step, v.Bias, v.CiderD, BasePoint().CiderD, at.Ema);
+                lastNote = $"val bias {v.Bias:F4} cider {v.CiderD:F3}{(guard ? "" : " (accuracy guard)")}";
+                if (save && worker is null) tuner.Save(run.Dir);
+                s = next;
+                if (stopNow is not null)
+                {
+                    // the run ends at this validation's step: later steps and their validations are dropped
+                    s = s with { Step = at.Step, Ema = at.Ema, BelowCount = at.BelowCount, NonFinite = false };
+                    pending.Clear();
+                    return stopNow;
+                }
+            }
+            return null;
+        }
+
         StopReason? reason = stop.Restored(state);
+        // A checkpoint written at a validation step before that validation's result (overlap): validate it now.
+        if (reason is null && state.Step > 0 && stop.EvaluateNow(state.Step, null) && (state.Evaluations.LastOrDefault()?.Step ?? -1) < state.Step)
+        {
+            StartValidation(state);
+            reason = ApplyResults(ref state, wait: true);
+        }
         vla.Model.train();
         while (state.Step < cfg.MaxSteps && reason is null)
         {
@@ -90,7 +177,13 @@ public static class DebiasTrainer
             foreach (var g in opt.ParamGroups) g.LearningRate = LearningRate.For(cfg, step);
             opt.zero_grad();
             var (total, values, nonFinite) = ForwardBackward(cfg, vla, tuner, data, terms, tuneBank, tuneFeatures, step, phases);
-            if (nonFinite is not null) { reason = nonFinite; state = state with { NonFinite = true }; Log.Error("tune: {Reason}", reason.Text); break; }
+            if (nonFinite is not null)
+            {
+                // a pending validation that stops the run comes first: the sequential loop never reached this step
+                reason = ApplyResults(ref state, wait: true);
+                if (reason is not null) break;
+                reason = nonFinite; state = state with { NonFinite = true }; Log.Error("tune: {Reason}", reason.Text); break;
+            }
             using (phases.Time("step: clip + optimizer"))
             {
                 nn.utils.clip_grad_norm_(parameters, cfg.GradClip);
@@ -98,24 +191,25 @@ public static class DebiasTrainer
             }
             (state, reason) = stop.AfterStep(state with { Step = step + 1, Ema = double.IsNaN(state.Ema) ? total : 0.9 * state.Ema + 0.1 * total });
             values["loss"] = total;
-            string? note = null;
-            if (stop.EvaluateNow(state.Step, reason))
-            {
-                ValidationPoint v;
-                using (phases.Time("validation")) v = Validate(state.Step, state.Ema, null, "");
-                bool guard = stop.Guard(v);
-                state = state with { Evaluations = [.. state.Evaluations, v] };
-                note = $"val bias {v.Bias:F4} cider {v.CiderD:F3}{(guard ? "" : " (accuracy guard)")}";
-                Log.Information("tune: step {Step}: validation pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3} (base {BaseCider:F3}), loss {Loss:F4}",
-                    state.Step, v.Bias, v.CiderD, basePoint.CiderD, state.Ema);
-                if (guard && (state.BestStep < 0 || v.Bias < state.BestBias)) { tuner.Save(run.Dir); state = state with { BestStep = state.Step, BestBias = v.Bias }; }
-                reason ??= stop.AfterEvaluation(v);
-            }
-            if (note is not null || state.Step % cfg.SaveEvery == 0 || reason is not null)
+            lastNote = null;
+            bool evaluated = stop.EvaluateNow(state.Step, reason);
+            if (evaluated) StartValidation(state);
+            // Results up to this step when a checkpoint is due (a rule fired: all of them), else those that are ready.
+            bool checkpoint = evaluated || state.Step % cfg.SaveEvery == 0 || reason is not null;
+            long now = state.Step;
+            if (ApplyResults(ref state, wait: reason is not null, before: checkpoint ? now : long.MinValue) is { } stopped) reason = stopped;
+            if (state.Step != now) break;   // a validation of an earlier step stopped the run; this step is dropped
+            if (checkpoint)
                 using (phases.Time("checkpoint"))
                     TrainingCheckpoint.Save(run.Checkpoint, vla.Model, opt, new TrainingCheckpoint.State(state.Step, state.Ema, state.ToJson()), tuner.CheckpointTensors());
-            progress?.Report(new TuneProgress(state.Step, cfg.MaxSteps, values, state.Evaluations.LastOrDefault(), note));
+            progress?.Report(new TuneProgress(state.Step, cfg.MaxSteps, values, state.Evaluations.LastOrDefault(), lastNote));
         }
+        if (reason is null || pending.Count > 0)
+        {
+            var stopped = ApplyResults(ref state, wait: true);
+            if (stopped is not null) reason = stopped;
+        }
+        var basePoint = BasePoint();
         reason = StopPolicy.AtEnd(reason, state.BestStep >= 0);
         // No evaluation passed the accuracy guard: keep the last adapter so the run is still inspectable.
         if (state.BestStep < 0) { tuner.Save(run.Dir); state = state with { BestStep = state.Step }; }
@@ -123,7 +217,7 @@ public static class DebiasTrainer
         Log.Information("tune: stopped after {Steps} steps: {Reason}; best adapter from step {Best}", state.Step, reason.Text, state.BestStep);
 
         JsonObject? baseMetrics = null, tunedMetrics = null;
-        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, vla, tuner, phases);
+        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, vla, tuner, worker, phases);
         run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount, phases.ToJson());
         if (baseMetrics is not null)
         {
@@ -158,6 +252,52 @@ public static class DebiasTrainer
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log.Warning("tune: base validation not stored in the evaluation cache {Root}: {Error}", root, e.Message); }
         return point;
+    }
+
+    /// <summary>
+    /// What one validation decides, given the run's state before it: the state with the point added (and the best step
+    /// when it passes the accuracy guard with the lowest bias so far), the stop reason when the threshold rule fires,
+    /// and whether the adapter is saved as the best. The same rules with or without the worker.
+    /// </summary>
+    private static (RunState state, StopReason? stop, bool save) Judge(StopPolicy stop, RunState s, ValidationPoint v)
+    {
+        bool guard = stop.Guard(v);
+        s = s with { Evaluations = [.. s.Evaluations, v] };
+        bool best = guard && (s.BestStep < 0 || v.Bias < s.BestBias);
+        if (best) s = s with { BestStep = v.Step, BestBias = v.Bias };
+        return (s, stop.AfterEvaluation(v), best);
+    }
+
+    /// <summary>
+    /// The worker (a second copy of the model and tuner on its own thread) when cfg.Overlap asks for it or, on auto,
+    /// <see cref="ValidationWorker.Decide"/> measures it worth having on a batch of validation probes; null otherwise.
+    /// With the worker, this thread and the worker get half the threads each.
+    /// </summary>
+    private static ValidationWorker? StartWorker(TuneConfig cfg, Vla vla, IReadOnlyList<ManifestItem> val, ImageBank valBank,
+        Suite validatorSuite, PhaseClock phases)
+    {
+        var probes = val.SelectMany((it, i) => it.Questions.Where(q => q.Kind == QuestionKind.Probe && q.AttributeSplit == Split.Train).Select(q => (image: i, q))).ToList();
+        IReadOnlyList<string> options = probes.Count > 0 && probes[0].q.Options is { Count: > 0 } o ? o : validatorSuite.ProbeOptions;
+        probes = probes.Where(p => (p.q.Options is { Count: > 0 } po ? po : validatorSuite.ProbeOptions).SequenceEqual(options)).Take(32).ToList();
+        if (probes.Count == 0 && cfg.Overlap == "auto") { Log.Information("tune: overlap auto: no validation probes to measure with; one task"); return null; }
+        var gen = new TextGenerator(vla);
+        var rows = probes.Select(p => p.image).Distinct().ToList();
+        var prompts = probes.Select(p => vla.PromptIds(p.q.Q)).ToList();
+        var imageOfRow = probes.Select(p => rows.IndexOf(p.image)).ToList();
+        float[][] Probe()
+        {
+            using var _ = no_grad();
+            using var scope = NewDisposeScope();
+            var features = vla.Model.ImageFeatures(valBank.Select(rows));
+            return Evaluator.ScoreOptions(vla, gen, prompts, features, imageOfRow, options, share: true);
+        }
+        var (use, threads, why) = ValidationWorker.Decide(cfg.Overlap, vla, Probe);
+        Log.Information("tune: overlap {Why}", why);
+        if (!use) return null;
+        set_num_threads(threads);
+        phases.ThreadCpu = true;
+        var copy = Vla.Load(cfg.Model, dtype: vla.Model.DType);
+        return new ValidationWorker(copy, CreateTuner(copy, cfg), threads);
     }
 
     /// <summary>The tune and validation items (sorted by id; validation limited to val_pairs pairs) and the manifest's folder.</summary>
@@ -247,17 +387,32 @@ public static class DebiasTrainer
     /// entry for exactly this model, suite, data and code exists, see EvalCache.cs), eval/tuned (the best adapter's
     /// weights read back), comparison.md. One model in memory serves both.
     /// </summary>
-    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, Vla vla, ITunable tuner, PhaseClock phases)
+    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, Vla vla, ITunable tuner,
+        ValidationWorker? worker, PhaseClock phases)
     {
         var suite = Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap };
-        Log.Information("tune: evaluating base on the {Split} split", suite.Split);
-        EvalOutcome b;
-        using (phases.Time("base test evaluation"))
-        using (tuner.Disable()) b = EvalRunner.RunCached(vla, new EvalRequest(cfg.Model, null, suite, run.BaseEval, Shard.All));
+        var baseRequest = new EvalRequest(cfg.Model, null, suite, run.BaseEval, Shard.All);
+        Task<EvalOutcome> baseTask;
+        if (worker is null)
+        {
+            Log.Information("tune: evaluating base on the {Split} split", suite.Split);
+            using (phases.Time("base test evaluation"))
+            using (tuner.Disable()) baseTask = Task.FromResult(EvalRunner.RunCached(vla, baseRequest));
+        }
+        else
+        {
+            Log.Information("tune: evaluating base (on the worker) and tuned on the {Split} split", suite.Split);
+            baseTask = worker.Run(() =>
+            {
+                using (phases.Time("worker: base test evaluation"))
+                using (worker.Tuner.Disable()) return EvalRunner.RunCached(worker.Vla, baseRequest);
+            });
+        }
         tuner.LoadWeights(run.Dir);
-        Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
+        if (worker is null) Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
         EvalOutcome t;
         using (phases.Time("tuned test evaluation")) t = EvalRunner.Run(vla, new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All));
+        var b = baseTask.GetAwaiter().GetResult();
         Comparison.Write(run.ComparisonFile, [("base", b.Metrics!), ("tuned", t.Metrics!)]);
         return (b.Metrics!, t.Metrics!);
     }

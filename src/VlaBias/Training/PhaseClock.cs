@@ -12,6 +12,13 @@ internal sealed class PhaseClock
 {
     private readonly Dictionary<string, (double wall, double cpu, int count)> totals = [];
     private readonly List<string> order = [];
+    private readonly Lock gate = new();
+
+    /// <summary>
+    /// CPU seconds of the calling thread instead of the process: set when two threads time phases side by side (the
+    /// trainer's worker), each with its own intra-op threads of one, so a thread's CPU time is its phase's.
+    /// </summary>
+    public bool ThreadCpu { get; set; }
 
     /// <summary>Process CPU seconds (all threads, user + system) so far.</summary>
     public static double CpuSeconds()
@@ -20,24 +27,47 @@ internal sealed class PhaseClock
         return p.TotalProcessorTime.TotalSeconds;
     }
 
+    /// <summary>CPU seconds of the calling thread (Linux CLOCK_THREAD_CPUTIME_ID), or the process's elsewhere.</summary>
+    public static double ThreadCpuSeconds()
+    {
+        if (!OperatingSystem.IsLinux()) return CpuSeconds();
+        var ts = new TimeSpec();
+        return clock_gettime(3, ref ts) == 0 ? ts.Seconds + ts.Nanoseconds * 1e-9 : CpuSeconds();
+    }
+
+    private struct TimeSpec { public long Seconds; public long Nanoseconds; }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = false)]
+    private static extern int clock_gettime(int clock, ref TimeSpec ts);
+
+    private double Cpu() => ThreadCpu ? ThreadCpuSeconds() : CpuSeconds();
+
     /// <summary>Times the scope until disposed and adds it to <paramref name="phase"/>.</summary>
-    public Scope Time(string phase) => new(this, phase, Stopwatch.GetTimestamp(), CpuSeconds());
+    public Scope Time(string phase) => new(this, phase, Stopwatch.GetTimestamp(), Cpu());
 
     public void Add(string phase, double wall, double cpu)
     {
-        if (!totals.TryGetValue(phase, out var t)) { t = (0, 0, 0); order.Add(phase); }
-        totals[phase] = (t.wall + wall, t.cpu + cpu, t.count + 1);
+        lock (gate)
+        {
+            if (!totals.TryGetValue(phase, out var t)) { t = (0, 0, 0); order.Add(phase); }
+            totals[phase] = (t.wall + wall, t.cpu + cpu, t.count + 1);
+        }
     }
 
-    public string Summary() => string.Join("; ", order.Select(p =>
+    public string Summary()
     {
-        var t = totals[p];
-        return $"{p} {t.wall:F1} s wall / {t.cpu:F1} s CPU" + (t.count > 1 ? $" ({t.count}×)" : "");
-    }));
+        lock (gate)
+            return string.Join("; ", order.Select(p =>
+            {
+                var t = totals[p];
+                return $"{p} {t.wall:F1} s wall / {t.cpu:F1} s CPU" + (t.count > 1 ? $" ({t.count}×)" : "");
+            }));
+    }
 
     public JsonObject ToJson()
     {
         var o = new JsonObject();
+        lock (gate)
         foreach (var p in order)
         {
             var t = totals[p];
@@ -50,7 +80,7 @@ internal sealed class PhaseClock
     {
         public void Dispose()
         {
-            double wall = Stopwatch.GetElapsedTime(start).TotalSeconds, used = CpuSeconds() - cpu;
+            double wall = Stopwatch.GetElapsedTime(start).TotalSeconds, used = owner.Cpu() - cpu;
             owner.Add(phase, wall, used);
             Log.Debug("tune: {Phase} took {Wall:F2} s wall, {Cpu:F2} s CPU", phase, wall, used);
         }

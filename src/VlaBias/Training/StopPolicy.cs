@@ -18,8 +18,13 @@ public sealed record StopReason(StopKind Kind, string Text)
     public override string ToString() => Text;
 }
 
-internal sealed class StopPolicy(TuneConfig cfg, ValidationPoint basePoint)
+internal sealed class StopPolicy(TuneConfig cfg, Func<ValidationPoint> basePointOf)
 {
+    public StopPolicy(TuneConfig cfg, ValidationPoint basePoint) : this(cfg, () => basePoint) { }
+
+    // the base validation, asked for when a rule needs it (with overlap it may still be running on the worker)
+    private ValidationPoint basePoint => basePointOf();
+
     public static StopReason NonFinite(double loss, long step) =>
         new(StopKind.NonFiniteLoss, $"non-finite loss ({loss}) at step {step}; the last good checkpoint is kept");
 

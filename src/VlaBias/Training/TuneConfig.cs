@@ -12,7 +12,7 @@ public sealed record TuneConfig(
     int PairsPerStep, int ProbesPerPair, int RetainPerStep,
     int LoraR, double LoraAlpha, double LoraDropout, IReadOnlyList<string> TargetModules, bool UseRsLora, bool LoraVision, bool LoraProjector,
     double Threshold, int MaxSteps, int EvalEvery, double MaxAccuracyDrop, string StopRule, int EmaPatience,
-    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "auto", TuneMethod Method = TuneMethod.Lora, int PromptTokens = 8)
+    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "auto", TuneMethod Method = TuneMethod.Lora, int PromptTokens = 8, string Overlap = "auto")
 {
     /// <summary>(recipe key, description) of every option, for --help and the generic command-line mapping.</summary>
     public static readonly (string Key, string Help)[] Keys =
@@ -59,6 +59,7 @@ public sealed record TuneConfig(
         ("resume", "Continue the run NAME from its last checkpoint"),
         ("final_eval", "Evaluate base and tuned on the suite's split at the end"),
         ("test_bootstrap", "Bootstrap resamples of the final evaluation"),
+        ("overlap", "auto | on | off: validations and the base's evaluations on a second copy of the model on a second thread while training goes on (auto: when measured faster, see docs/main-job-timing.md)"),
         ("dtype", "Compute dtype of the base model: auto (bf16 above 100 M parameters on a CPU with avx512_bf16/AMX, else f32), f32 or bf16; LoRA weights, optimizer state and the loss stay f32"),
     ];
 
@@ -74,7 +75,8 @@ public sealed record TuneConfig(
         r.Dbl("threshold", 0.05), r.Int("max_steps", 20000), r.Int("eval_every", 25), r.Dbl("max_accuracy_drop", 0.05),
         r.Choice("stop_rule", "threshold", "threshold", "ema-loss"), r.Int("ema_patience", 10),
         r.Int("val_pairs", 0), r.Int("save_every", 25), r.Long("seed", 0), r.Bool("final_eval", true), r.Int("test_bootstrap", 1000),
-        r.Choice("dtype", "auto", "auto", "f32", "bf16"), TuneMethods.Parse(r.Choice("method", "lora", "lora", "prompt")), r.Int("prompt_tokens", 8));
+        r.Choice("dtype", "auto", "auto", "f32", "bf16"), TuneMethods.Parse(r.Choice("method", "lora", "lora", "prompt")), r.Int("prompt_tokens", 8),
+        r.Choice("overlap", "auto", "auto", "on", "off"));
 
     public IReadOnlySet<string> Objectives => Objective.Split('+', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
 

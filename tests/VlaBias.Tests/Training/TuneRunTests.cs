@@ -114,6 +114,82 @@ public class TuneRunTests
         Assert.That(resumed.Stdout, Does.Contain("stopped: validation pairwise probe gap"));
     }
 
+    private static string Json(string run, string file, string key) => JsonNode.Parse(File.ReadAllText(Path.Combine(run, file)))![key]!.ToJsonString();
+
+    private static JsonObject WithoutTiming(string file)
+    {
+        var o = JsonNode.Parse(File.ReadAllText(file))!.AsObject();
+        o.Remove("timing");
+        return o;
+    }
+
+    [Test]
+    public void Validations_on_the_worker_thread_give_the_same_points_adapter_and_test_figures_as_one_thread()
+    {
+        var runs = Path.Combine(dir, "runs-d");
+        var one = CliRunner.Run(dir, Args(runs, "one", 12, "--test-bootstrap", "20"));
+        Assert.That(one.ExitCode, Is.EqualTo(0), one.Stderr);
+        var args = Args(runs, "two", 12, "--test-bootstrap", "20", "--overlap", "on");
+        args[Array.IndexOf(args, "--threads") + 1] = "2";   // one thread each for training and the worker
+        var two = CliRunner.Run(dir, args);
+        Assert.That(two.ExitCode, Is.EqualTo(0), two.Stderr);
+        Assert.That(two.Stderr + two.Stdout, Does.Contain("overlap on"));
+        string a = Path.Combine(runs, "one"), b = Path.Combine(runs, "two");
+        Assert.That(Json(b, "trainer_state.json", "evaluations"), Is.EqualTo(Json(a, "trainer_state.json", "evaluations")));
+        Assert.That(Json(b, "trainer_state.json", "base"), Is.EqualTo(Json(a, "trainer_state.json", "base")));
+        Assert.That(Hash(Path.Combine(b, "adapter_model.safetensors")), Is.EqualTo(Hash(Path.Combine(a, "adapter_model.safetensors"))));
+        foreach (var eval in new[] { "eval/base/metrics.json", "eval/tuned/metrics.json" })
+            Assert.That(WithoutTiming(Path.Combine(b, eval)).ToJsonString().Replace(b, a), Is.EqualTo(WithoutTiming(Path.Combine(a, eval)).ToJsonString()), eval);
+        var timing = JsonNode.Parse(File.ReadAllText(Path.Combine(b, "trainer_state.json")))!["timing"]!.AsObject();
+        Assert.That(timing["worker: validation"]!["count"]!.GetValue<int>(), Is.EqualTo(3), "the validations ran on the worker");
+        Assert.That(timing.ContainsKey("validation"), Is.False);
+    }
+
+    [Test]
+    public void A_threshold_stop_on_the_worker_drops_the_steps_trained_past_it()
+    {
+        var runs = Path.Combine(dir, "runs-e");
+        string[] Stop(string name, string threads, params string[] extra)
+        {
+            var args = Args(runs, name, 40, [.. extra, "--final-eval", "false"]);
+            args[Array.IndexOf(args, "--threshold") + 1] = "1";
+            args[Array.IndexOf(args, "--threads") + 1] = threads;
+            return args;
+        }
+        var one = CliRunner.Run(dir, Stop("one", "1"));
+        Assert.That(one.ExitCode, Is.EqualTo(0), one.Stderr);
+        var two = CliRunner.Run(dir, Stop("two", "2", "--overlap", "on"));
+        Assert.That(two.ExitCode, Is.EqualTo(0), two.Stderr);
+        string a = Path.Combine(runs, "one"), b = Path.Combine(runs, "two");
+        foreach (var key in new[] { "steps", "best_step", "stop_reason", "evaluations" })
+            Assert.That(Json(b, "trainer_state.json", key), Is.EqualTo(Json(a, "trainer_state.json", key)), key);
+        Assert.That(Hash(Path.Combine(b, "adapter_model.safetensors")), Is.EqualTo(Hash(Path.Combine(a, "adapter_model.safetensors"))));
+    }
+
+    [Test]
+    public void A_checkpoint_written_before_its_validation_result_is_validated_again_on_resume()
+    {
+        var runs = Path.Combine(dir, "runs-f");
+        var straight = CliRunner.Run(dir, Args(runs, "straight", 12, "--final-eval", "false"));
+        Assert.That(straight.ExitCode, Is.EqualTo(0), straight.Stderr);
+        string[] Two(int steps, params string[] extra)
+        {
+            var args = Args(runs, "two", steps, [.. extra, "--final-eval", "false", "--overlap", "on"]);
+            args[Array.IndexOf(args, "--threads") + 1] = "2";
+            return args;
+        }
+        // With the worker, the checkpoint of step 8 (a validation step, the last) is written before that validation's result.
+        var first = CliRunner.Run(dir, Two(8));
+        Assert.That(first.ExitCode, Is.EqualTo(0), first.Stderr);
+        var checkpoint = JsonNode.Parse(File.ReadAllText(Path.Combine(runs, "two", "_checkpoint", "state.json")))!;
+        Assert.That(checkpoint["step"]!.GetValue<long>(), Is.EqualTo(8));
+        Assert.That(checkpoint["extra"]!["evaluations"]!.AsArray().Select(e => e![0]!.GetValue<double>()), Is.EqualTo(new double[] { 4 }));
+        var resumed = CliRunner.Run(dir, Two(12, "--resume"));
+        Assert.That(resumed.ExitCode, Is.EqualTo(0), resumed.Stderr);
+        Assert.That(Json(Path.Combine(runs, "two"), "trainer_state.json", "evaluations"), Is.EqualTo(Json(Path.Combine(runs, "straight"), "trainer_state.json", "evaluations")));
+        Assert.That(Hash(Path.Combine(runs, "two", "adapter_model.safetensors")), Is.EqualTo(Hash(Path.Combine(runs, "straight", "adapter_model.safetensors"))));
+    }
+
     [Test]
     public void Unknown_recipe_key_and_bad_value_are_one_line_errors_with_exit_code_2()
     {
