@@ -84,22 +84,19 @@ public static class EvalRunner
         Evaluator.ModelIdentity(model, adapter) + (methods?.Identity() is { Length: > 0 } m ? "|" + m : "");
 
     /// <summary>Computes metrics from samples and writes metrics.json and the reports. metrics.json's <c>timing</c> holds
-    /// <paramref name="modelSeconds"/> (answering, from the caller) and the seconds of the statistics and of the reports
-    /// after them; it is written before the reports and again with their time once they are done. The reports' parts
-    /// that read only the samples (per-attribute bias, its plot, the gallery) are made beside the statistics, which leave
-    /// a core idle most of the time.</summary>
+    /// <paramref name="modelSeconds"/> (answering, from the caller) and the seconds of the statistics and of the reports;
+    /// it is written before the reports and again with their time once they are done.</summary>
     public static JsonObject WriteMetricsAndReports(string outDir, IReadOnlyList<Sample> samples, Suite suite, string model, string? adapter, int nItems, double modelSeconds = 0)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var words = WordLists.Load(suite.Words, suite.World);
-        var reportParts = Task.Run(() => Reports.PrepareEvalReport(outDir, samples, suite, Reports.RunName(adapter)));
         var metrics = MetricsCalculator.Compute(samples, words, suite.Bootstrap, suite.LicSeeds, suite.Seed);
         var doc = MetricsCalculator.Document(model, adapter, suite.Name, suite.Split, nItems, metrics);
         var timing = new JsonObject { ["model_s"] = Math.Round(modelSeconds, 3), ["statistics_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) };
         doc["timing"] = timing;
         AtomicFile.WriteAllText(Path.Combine(outDir, MetricsFile), MetricsCalculator.ToJson(doc));
         clock.Restart();
-        Reports.WriteEvalReport(outDir, doc, samples, suite, reportParts.GetAwaiter().GetResult());
+        Reports.WriteEvalReport(outDir, doc, samples, suite);
         timing["reports_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3);
         AtomicFile.WriteAllText(Path.Combine(outDir, MetricsFile), MetricsCalculator.ToJson(doc));
         Log.Information("eval: model {Model:F1} s, statistics {Statistics:F1} s, reports {Reports:F1} s", modelSeconds,

@@ -2,8 +2,9 @@
 // Resampling units: counterfactual pairs for probe metrics (both images of a pair move together), items (pairs kept together where an
 // item has one) for caption and role metrics, questions for VQA. The math lives in Evaluation/Metrics/*; this file
 // only decides which samples feed which metric. What a metric reads from a caption's text (tokens, predicted gender and
-// role, masked caption, n-grams) is computed once per caption, so a bootstrap resample only counts and adds; the values
-// equal the one-resample-at-a-time definitions bit for bit (MetricsGoldenTests pins them).
+// role, masked caption, n-grams) is computed once per distinct text, and a bootstrap resample is a list of positions
+// (Bootstrap's Clusters) into flat arrays of those values, so a resample only counts and adds, in the order the items'
+// own statistic would; the values equal the one-resample-at-a-time definitions bit for bit (MetricsGoldenTests pins them).
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -44,13 +45,21 @@ public static class MetricsCalculator
 {
     public static SortedDictionary<string, MetricValue> Compute(IReadOnlyList<Sample> samples, WordLists words, int resamples, int licSeeds, long seed)
     {
-        var m = new SortedDictionary<string, MetricValue>(StringComparer.Ordinal);
         int s = (int)seed;
-        // Costly resample statistics (LIC, caption scores) run on all cores: the resamples are drawn first and each
-        // value is stored at its resample's index, so the intervals do not depend on the thread count.
-        int threads = Environment.ProcessorCount;
-        var captions = samples.Where(x => x.Kind == SampleKind.Caption && x.Output is not null).ToList();
-        var facts = samples.Where(x => x.Kind == SampleKind.Fact).ToList();
+        // The probe metrics and the caption metrics read different samples and draw from their own seeded streams:
+        // computed side by side, merged by name. Costly resample statistics (LIC, caption scores, the permutation tests)
+        // also run on all cores: the resamples are drawn first and each value is stored at its resample's index, so no
+        // value depends on the thread count.
+        var probeMetrics = Task.Run(() => ProbeMetrics(samples, resamples, s));
+        var m = CaptionAndFactMetrics(samples, words, resamples, licSeeds, s);
+        foreach (var (name, value) in probeMetrics.GetAwaiter().GetResult()) m[name] = value;
+        return m;
+    }
+
+    // pairwise_probe_gap.*, group_gap.*, probe.p_unknown.
+    private static SortedDictionary<string, MetricValue> ProbeMetrics(IReadOnlyList<Sample> samples, int resamples, int s)
+    {
+        var m = new SortedDictionary<string, MetricValue>(StringComparer.Ordinal);
         var probes = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is not null && x.Options.Count == 2 && x.PYes is not null).ToList();
 
         // ---- probes: pairwise gap (train / test attributes) and group gap ----
@@ -84,6 +93,25 @@ public static class MetricsCalculator
             m["group_gap.significant_count"] = With(gg.SignificantCount, ciCount, gg.PerAttribute.Count);
         }
         else { m["group_gap.mean_abs"] = Empty(); m["group_gap.significant_count"] = Empty(); }
+
+        // ---- Girrbach-style: probability mass on "unknown" when it is offered ----
+        var withUnknown = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
+        if (withUnknown.Count > 0)
+        {
+            var pUnknown = withUnknown.Select(x => x.Probs![x.Options!.ToList().IndexOf("unknown")]).ToArray();
+            m["probe.p_unknown"] = With(MeanAt(pUnknown, Enumerable.Range(0, pUnknown.Length).ToArray()),
+                                        Bootstrap.Ci95Clustered(Clusters.Of(withUnknown, x => x.Pair ?? x.Id), x => MeanAt(pUnknown, x), resamples, s), withUnknown.Count);
+        }
+        return m;
+    }
+
+    // The caption metrics and vqa_accuracy.
+    private static SortedDictionary<string, MetricValue> CaptionAndFactMetrics(IReadOnlyList<Sample> samples, WordLists words, int resamples, int licSeeds, int s)
+    {
+        var m = new SortedDictionary<string, MetricValue>(StringComparer.Ordinal);
+        int threads = Environment.ProcessorCount;
+        var captions = samples.Where(x => x.Kind == SampleKind.Caption && x.Output is not null).ToList();
+        var facts = samples.Where(x => x.Kind == SampleKind.Fact).ToList();
 
         // ---- captions: gender, roles, leakage, amplification, disparate impact, accuracy ----
         // Each caption is tokenized and classified once; a resample only counts.
@@ -157,7 +185,7 @@ public static class MetricsCalculator
                                                        rci[4], roleFacts.Length);
                 // LIC: model captions vs the truthful (human) captions of the same images; the classifier is retrained per resample.
                 var masked = new Dictionary<string, string>(StringComparer.Ordinal);
-                string Mask(string caption) => masked.TryGetValue(caption, out var m) ? m : masked[caption] = Lic.Mask(caption, genderWords);
+                string Mask(string caption) => masked.TryGetValue(caption, out var done) ? done : masked[caption] = Lic.Mask(caption, genderWords);
                 var lic = new Lic.Prepared(roleFacts.Select(c => new LicCaption(Mask(c.S.Output!), c.S.Gender.Name())).ToList(),
                                            roleFacts.Select(c => new LicCaption(Mask(c.S.References![0]), c.S.Gender.Name())).ToList());
                 var resampleOptions = new LicOptions(Seeds: 1, Seed: s);
@@ -210,14 +238,6 @@ public static class MetricsCalculator
         }
         else m["vqa_accuracy"] = Empty();
 
-        // ---- Girrbach-style: probability mass on "unknown" when it is offered ----
-        var withUnknown = samples.Where(x => x.Kind == SampleKind.Probe && x.Options is { } o && o.Contains("unknown") && x.Probs is not null).ToList();
-        if (withUnknown.Count > 0)
-        {
-            var pUnknown = withUnknown.Select(x => x.Probs![x.Options!.ToList().IndexOf("unknown")]).ToArray();
-            m["probe.p_unknown"] = With(MeanAt(pUnknown, Enumerable.Range(0, pUnknown.Length).ToArray()),
-                                        Bootstrap.Ci95Clustered(Clusters.Of(withUnknown, x => x.Pair ?? x.Id), x => MeanAt(pUnknown, x), resamples, s), withUnknown.Count);
-        }
         return m;
     }
 

@@ -15,47 +15,23 @@ public static partial class Reports
     public const string PlotsDir = "plots";
     public const string AttributeBiasPlot = "attribute_bias.png", SummaryPlot = "metrics_summary.png", TrainingPlot = "training_curves.png";
 
-    /// <summary>What an eval folder's report draws from the samples alone: the per-attribute bias, its plot and the
-    /// gallery (<paramref name="Failure"/>: why the plot or the gallery could not be made, which costs report.html only).</summary>
-    public sealed record EvalReportParts(IReadOnlyList<AttributeBias> Gaps, byte[] BiasPng, string Gallery, Exception? Failure);
-
-    /// <summary>The name the reports give an evaluated run: the model, with or without an adapter.</summary>
-    public static string RunName(string? adapter) => adapter is null ? "model" : "model + adapter";
-
-    /// <summary>
-    /// The parts of <see cref="WriteEvalReport"/> that need no metrics, so a caller can make them while the metrics are
-    /// computed (EvalRunner does): the per-attribute bias with its bootstrap CIs, its plot, and the gallery of images.
-    /// </summary>
-    public static EvalReportParts PrepareEvalReport(string outDir, IReadOnlyList<Sample> samples, Suite suite, string runName)
-    {
-        var gaps = AttributeBiasCalculator.Compute(samples, Math.Min(suite.Bootstrap, 1000), (int)suite.Seed);
-        byte[] biasPng = [];
-        string gallery = "";
-        // A plot or image problem costs the HTML report, never the evaluation.
-        try
-        {
-            // The plot and the gallery's thumbnails are independent renderings: drawn side by side.
-            var folder = new EvalFolder(runName, outDir, new JsonObject(), samples, Path.GetDirectoryName(Path.GetFullPath(suite.Manifest)));
-            Parallel.Invoke(
-                () => biasPng = ReportPlots.AttributeBias([(runName, gaps)], "Group gap per probe attribute (woman − man mean p(yes), 95% CI)"),
-                () => gallery = ReportHtml.Gallery([folder]));
-            return new EvalReportParts(gaps, biasPng, gallery, null);
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            return new EvalReportParts(gaps, biasPng, gallery, e is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerExceptions[0] : e);
-        }
-    }
-
-    /// <param name="parts">the samples' parts made beforehand by <see cref="PrepareEvalReport"/> (made here when null)</param>
-    public static void WriteEvalReport(string outDir, JsonObject metricsDoc, IReadOnlyList<Sample> samples, Suite suite, EvalReportParts? parts = null)
+    public static void WriteEvalReport(string outDir, JsonObject metricsDoc, IReadOnlyList<Sample> samples, Suite suite)
     {
         EvalFolder.WriteContext(outDir, suite);
         string title = $"Evaluation: {metricsDoc["model"]}{(metricsDoc["adapter"] is JsonNode a ? $" + {a}" : "")}";
         string meta = $"Suite `{suite.Name}`, split `{suite.Split}`, {metricsDoc["n_items"]} items, {samples.Count} samples.";
-        string runName = RunName(metricsDoc["adapter"]?.ToString());
-        parts ??= PrepareEvalReport(outDir, samples, suite, runName);
-        var gaps = parts.Gaps;
+        string runName = metricsDoc["adapter"] is null ? "model" : "model + adapter";
+        // The summary plot and the gallery need no per-attribute bias: they are drawn while it is computed (ScottPlot's
+        // and Skia's first use is most of a report's time). A problem there shows when the HTML is written.
+        var renderings = Task.Run(() =>
+        {
+            var folder = new EvalFolder(runName, outDir, metricsDoc, samples, Path.GetDirectoryName(Path.GetFullPath(suite.Manifest)));
+            byte[] summaryPng = [];
+            string gallery = "";
+            Parallel.Invoke(() => summaryPng = ReportPlots.MetricsSummary([(runName, metricsDoc)]), () => gallery = ReportHtml.Gallery([folder]));
+            return (summaryPng, gallery);
+        });
+        var gaps = AttributeBiasCalculator.Compute(samples, Math.Min(suite.Bootstrap, 1000), (int)suite.Seed);
         var explain = MetricInfo.Explain(metricsDoc, gaps);
 
         var sb = new StringBuilder();
@@ -84,21 +60,18 @@ public static partial class Reports
         AtomicFile.WriteAllText(Path.Combine(outDir, "report.md"), sb.ToString());
 
         // The metrics are already on disk: a plot or image problem costs the HTML report, never the evaluation.
-        try
-        {
-            if (parts.Failure is not null) throw parts.Failure;
-            WriteEvalHtml(outDir, metricsDoc, title, meta, runName, parts, explain);
-        }
+        try { WriteEvalHtml(outDir, metricsDoc, title, meta, runName, gaps, renderings, explain); }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             Log.Warning("report: could not write report.html/plots in {Dir}: {Message}", outDir, e.Message);
         }
     }
 
-    private static void WriteEvalHtml(string outDir, JsonObject metricsDoc, string title, string meta, string runName, EvalReportParts parts, IReadOnlyList<string> explain)
+    private static void WriteEvalHtml(string outDir, JsonObject metricsDoc, string title, string meta, string runName, IReadOnlyList<AttributeBias> gaps,
+                                      Task<(byte[] SummaryPng, string Gallery)> renderings, IReadOnlyList<string> explain)
     {
-        var biasPng = parts.BiasPng;
-        var summaryPng = ReportPlots.MetricsSummary([(runName, metricsDoc)]);
+        var biasPng = ReportPlots.AttributeBias([(runName, gaps)], "Group gap per probe attribute (woman − man mean p(yes), 95% CI)");
+        var (summaryPng, gallery) = renderings.GetAwaiter().GetResult();
         WritePlot(outDir, AttributeBiasPlot, biasPng);
         WritePlot(outDir, SummaryPlot, summaryPng);
 
@@ -111,7 +84,7 @@ public static partial class Reports
         html.Append("<h2 id=\"main-metrics\">Main metrics</h2>\n").Append(ReportHtml.Figure(summaryPng, "main metrics", "Main bias and accuracy metrics with bootstrap 95% CIs."));
         html.Append("<h2 id=\"all-metrics\">All metrics</h2>\n").Append(ReportHtml.MetricsTable(metricsDoc));
         html.Append("<h2 id=\"gallery\">Gallery</h2>\n<p class=\"meta\">Evaluated images with the model's caption and the reference captions; counterfactual pairs side by side.</p>\n")
-            .Append(parts.Gallery);
+            .Append(gallery);
         AtomicFile.WriteAllText(Path.Combine(outDir, "report.html"), ReportHtml.Page(title, html.ToString()));
     }
 

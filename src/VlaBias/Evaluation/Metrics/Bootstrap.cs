@@ -11,6 +11,8 @@ namespace VlaBias.Evaluation.Metrics;
 /// the interval is (NaN, NaN).
 /// <see cref="Ci95Clustered{T, TKey}"/> resamples whole groups instead of items (a cluster bootstrap), for metrics
 /// whose items are not independent, e.g. the two images of a counterfactual pair or the probes of one image.
+/// The overloads on <see cref="Clusters"/> hand the statistic each resample as positions into the caller's arrays
+/// (the same draws, so the same intervals), which is what a statistic evaluated a thousand times should read.
 /// </para>
 /// Source: Efron &amp; Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13 (percentile interval); cluster
 /// bootstrap: Field &amp; Welsh 2007.

@@ -160,7 +160,9 @@ public static class PermutationTest
 /// <summary>
 /// The generator behind <c>new System.Random(seed)</c> (Knuth's subtractive generator, which .NET keeps unchanged for
 /// seeded instances so that their sequences stay reproducible): the same numbers as <c>Next(min, max)</c> for ranges up
-/// to int.MaxValue, without the virtual calls, for loops that draw millions of them. Tested against System.Random.
+/// to int.MaxValue, without the virtual calls, for loops that draw millions of them; <see cref="NextBelow"/> and
+/// <see cref="NextRising"/> draw a batch at once (the permutation tests' swaps, a bootstrap's units). Tested against
+/// System.Random.
 /// </summary>
 internal sealed class SubtractiveRandom
 {
