@@ -294,10 +294,11 @@ public static class DebiasTrainer
         var (use, threads, why) = ValidationWorker.Decide(cfg.Overlap, vla, Probe);
         Log.Information("tune: overlap {Why}", why);
         if (!use) return null;
+        int all = get_num_threads();
         set_num_threads(threads);
         phases.ThreadCpu = true;
         var copy = Vla.Load(cfg.Model, dtype: vla.Model.DType);
-        return new ValidationWorker(copy, CreateTuner(copy, cfg), threads);
+        return new ValidationWorker(copy, CreateTuner(copy, cfg), threads) { RestoreThreads = all };
     }
 
     /// <summary>The tune and validation items (sorted by id; validation limited to val_pairs pairs) and the manifest's folder.</summary>

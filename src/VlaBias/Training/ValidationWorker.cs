@@ -30,6 +30,12 @@ internal sealed class ValidationWorker : IDisposable
     public Vla Vla { get; }
     public ITunable Tuner { get; }
 
+    /// <summary>
+    /// The intra-op thread count Dispose sets back on the thread that disposes (libtorch keeps the last count set on any
+    /// thread as the one every new thread starts with, so the worker's count would otherwise outlive it); null = none.
+    /// </summary>
+    public int? RestoreThreads { get; init; }
+
     public ValidationWorker(Vla vla, ITunable tuner, int threads)
     {
         Vla = vla; Tuner = tuner;
@@ -76,6 +82,7 @@ internal sealed class ValidationWorker : IDisposable
         jobs.CompleteAdding();
         thread.Join();
         jobs.Dispose();
+        if (RestoreThreads is int n) set_num_threads(n);
     }
 
     /// <summary>

@@ -48,7 +48,10 @@ public class ValidationWorkerTests
         var vla = TinyBase();
         var order = new List<int>();
         int caller = Environment.CurrentManagedThreadId;
-        using var worker = new ValidationWorker(vla, VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed: 0), threads: 1);
+        using var worker = new ValidationWorker(vla, VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed: 0), threads: 1)
+        {
+            RestoreThreads = get_num_threads(),
+        };
         var first = worker.Run(() => { Thread.Sleep(30); lock (order) order.Add(1); return Environment.CurrentManagedThreadId; });
         var second = worker.Run(() => { lock (order) order.Add(2); return get_num_threads(); });
         var failing = worker.Run<int>(() => throw new BadInputException("bad"));
@@ -60,12 +63,37 @@ public class ValidationWorkerTests
     }
 
     [Test]
+    public void Disposing_the_worker_gives_new_threads_the_thread_count_back()
+    {
+        int before = get_num_threads();
+        try
+        {
+            set_num_threads(2);
+            var vla = TinyBase();
+            var worker = new ValidationWorker(vla, VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed: 0), threads: 1)
+            {
+                RestoreThreads = 2,
+            };
+            Assert.That(worker.Run(() => get_num_threads()).Result, Is.EqualTo(1));
+            worker.Dispose();
+            int seen = 0;
+            var fresh = new Thread(() => { using var _ = no_grad(); (ones(64, 64).matmul(ones(64, 64))).Dispose(); seen = get_num_threads(); });
+            fresh.Start(); fresh.Join();
+            Assert.That(seen, Is.EqualTo(2), "a thread started after the worker is gone runs at the count from before it");
+        }
+        finally { set_num_threads(before); }
+    }
+
+    [Test]
     public void A_snapshot_keeps_the_tensors_as_they_were_when_taken()
     {
         var vla = TinyBase();
         var tuner = VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed: 0);
         var copy = TinyBase();
-        using var worker = new ValidationWorker(copy, VlaBias.Adapters.LoraAdapter.Apply(copy.Model, new VlaBias.Adapters.LoraConfig(), seed: 1), threads: 1);
+        using var worker = new ValidationWorker(copy, VlaBias.Adapters.LoraAdapter.Apply(copy.Model, new VlaBias.Adapters.LoraConfig(), seed: 1), threads: 1)
+        {
+            RestoreThreads = get_num_threads(),
+        };
         var name = tuner.CheckpointTensors().Keys.First(k => k.EndsWith("lora_B.weight"));
         using (no_grad()) tuner.CheckpointTensors()[name].fill_(0.25);
         var snapshot = ValidationWorker.Snapshot(tuner);
