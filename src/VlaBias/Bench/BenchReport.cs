@@ -11,6 +11,9 @@ namespace VlaBias.Bench;
 
 public static class BenchReport
 {
+    private static JsonObject BySize(IReadOnlyDictionary<int, double> medians) =>
+        new(medians.Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)Timings.Round(kv.Value, 2))));
+
     /// <summary>
     /// Every figure of one bench run. <paramref name="worker"/> times one training mode (TrainStepBench.Lora or Full) in
     /// a fresh process and returns its JSON, so each mode reports its own peak memory.
@@ -20,11 +23,12 @@ public static class BenchReport
     {
         var notes = new JsonArray();
         string load0 = LoadAverage();
-        int roofN = quick ? 1024 : 2048;
+        int[] roofSizes = quick ? [512, 1024] : [512, 1024, 1536, 2048];
         Log.Information("bench: {Config} sizes, {Threads} threads, {Repeats} timed runs after {Warmup} warm-up; load average {Load}", bc.Name, threads, reps, warm, load0);
-        var roof = MatmulRoof.Measure(roofN, ScalarType.Float32, 1, Math.Max(5, reps));
-        var roofBf16 = MatmulRoof.Measure(roofN, ScalarType.BFloat16, 1, Math.Max(5, reps));
-        Log.Information("bench: roof {Gflops:F1} GFLOP/s fp32, {Bf16:F1} bf16 ({N}³ matmuls)", roof.Median, roofBf16.Median, roofN);
+        var (roofN, roof, roofBySize) = MatmulRoof.Best(roofSizes, ScalarType.Float32, 1, Math.Max(5, reps));
+        var (roofNBf16, roofBf16, roofBf16BySize) = MatmulRoof.Best(roofSizes, ScalarType.BFloat16, 1, Math.Max(5, reps));
+        Log.Information("bench: roof {Gflops:F1} GFLOP/s fp32 ({N}³), {Bf16:F1} bf16 ({NBf16}³), the fastest of {Sizes}³ matmuls",
+            roof.Median, roofN, roofBf16.Median, roofNBf16, string.Join(", ", roofSizes));
 
         var membw = MemoryBandwidth.Measure(quick ? 256L << 20 : 1L << 30, reps);
         Log.Information("bench: streaming read {Gbs:F1} GB/s", membw.Median);
@@ -126,7 +130,12 @@ public static class BenchReport
                 ["cores"] = Environment.ProcessorCount, ["load_average_start"] = load0, ["load_average_end"] = LoadAverage(),
                 ["noise_definition"] = "(max - min) / median of the timed runs; machine_noise is the largest over roof, LoRA and full steps",
             },
-            ["roof"] = new JsonObject { ["matmul"] = $"{roofN}x{roofN} @ {roofN}x{roofN}", ["fp32_gflops"] = roof.ToJson(), ["bf16_gflops"] = roofBf16.ToJson() },
+            ["roof"] = new JsonObject
+            {
+                ["matmul"] = $"{roofN}x{roofN} @ {roofN}x{roofN}", ["fp32_gflops"] = roof.ToJson(),
+                ["bf16_matmul"] = $"{roofNBf16}x{roofNBf16} @ {roofNBf16}x{roofNBf16}", ["bf16_gflops"] = roofBf16.ToJson(),
+                ["fp32_median_by_size"] = BySize(roofBySize), ["bf16_median_by_size"] = BySize(roofBf16BySize),
+            },
             ["lora"] = lora,
             ["lora_bf16"] = loraBf16,
             ["membw"] = new JsonObject { ["buffer_bytes"] = quick ? 256L << 20 : 1L << 30, ["gbs"] = membw.ToJson() },

@@ -4,6 +4,7 @@
 //   write     the checkpoint folder, when missing or when its config differs (bf16 safetensors)
 //   probe     probing through ProbeBench: every yes/no question a full prompt (image tokens included, batches of
 //             ProbeBatch) and the same prompts with the shared image prefix in the evaluator's batches, bf16
+//   probe-f32 the same in f32 (where f32 weights fit), so the shared path's difference to the naive one is f32 rounding
 //   caption   Captioner at batch 1 and 8, a forced number of new tokens, bf16
 //   lora-bf16 one LoRA step of the trainer's parity term (Objectives, MicroBatch, TuneData) on 1 pair × 4 probes, the
 //   lora-f32  LoRA config of recipes/default.yaml, clip + AdamW as DebiasTrainer; decoder layers checkpointed when
@@ -24,8 +25,8 @@ namespace VlaBias.Bench;
 
 public static class RealSizeBench
 {
-    public const string WritePart = "write", ProbePart = "probe", CaptionPart = "caption", LoraBf16Part = "lora-bf16", LoraF32Part = "lora-f32";
-    public static readonly string[] Parts = [WritePart, ProbePart, CaptionPart, LoraBf16Part, LoraF32Part];
+    public const string WritePart = "write", ProbePart = "probe", ProbeF32Part = "probe-f32", CaptionPart = "caption", LoraBf16Part = "lora-bf16", LoraF32Part = "lora-f32";
+    public static readonly string[] Parts = [WritePart, ProbePart, ProbeF32Part, CaptionPart, LoraBf16Part, LoraF32Part];
 
     /// <summary>Rows per forward in the naive probing figure (the probing suite's batch size is 16; 8 keeps 7B activations small).</summary>
     public const int ProbeBatch = 8;
@@ -45,6 +46,14 @@ public static class RealSizeBench
         Log.Information("bench: {Name} checkpoint {What} ({Seconds:F0} s)", rc.Name, write["written"]!.GetValue<bool>() ? "written" : "reused", write["seconds"]!.GetValue<double>());
         var probe = worker(ProbePart);
         Log.Information("bench: probing {Rate:F3} prompts/s naive, {Shared:F3} with the shared image prefix", probe["prompts_per_s"]!.GetValue<double>(), probe["prompts_per_s_shared"]!.GetValue<double>());
+        JsonObject? probeF32 = null;
+        if (rc.LoraF32)
+        {
+            probeF32 = worker(ProbeF32Part);
+            Log.Information("bench: probing in f32 {Rate:F3} prompts/s naive, {Shared:F3} shared, max |Δp_yes| {Diff:E1}",
+                probeF32["prompts_per_s"]!.GetValue<double>(), probeF32["prompts_per_s_shared"]!.GetValue<double>(), probeF32["max_p_yes_diff"]!.GetValue<double>());
+        }
+        else notes.Add($"probing in f32 not measured: f32 weights of {rc.Name} ({rc.ParameterCount() * 4 / 1e9:F1} GB) do not fit beside the run in 24 GB");
         var caption = worker(CaptionPart);
         Log.Information("bench: captioning {B1:F3} images/s (b1), {B8:F3} (b8)", caption["images_per_s_b1"]!.GetValue<double>(), caption["images_per_s_b8"]!.GetValue<double>());
         var loraBf16 = worker(LoraBf16Part);
@@ -59,13 +68,16 @@ public static class RealSizeBench
         notes.Add($"probing (naive and shared): {rc.ProbeImages} image(s) × {rc.ProbeQuestions} questions, each a full prompt of {probe["prompt_tokens"]} positions ({rc.Llava.ImageSeqLength} image tokens), naive batches of {ProbeBatch}, shared in the evaluator's batches of {SharedBatch} cut at image boundaries ({probe["shared_batches"]} batches), bf16");
         notes.Add($"captioning: {rc.CaptionTokens} forced new tokens per image, bf16, random pixels");
         notes.Add($"LoRA step: the parity term only (the caption_kl and retain terms need captions), {rc.PairsPerStep} pair × {rc.ProbesPerPair} probes = {2 * rc.PairsPerStep * rc.ProbesPerPair} prompts; image features precomputed without gradients as the trainer does with a frozen vision side");
-        var parts = new JsonObject[] { write, probe, caption, loraBf16 }.Concat(loraF32 is null ? [] : [loraF32]);
+        var parts = new JsonObject?[] { write, probe, probeF32, caption, loraBf16, loraF32 }.OfType<JsonObject>();
         double? peak = parts.Select(p => p["peak_rss_mb"]?.GetValue<double>()).Max();
         return new JsonObject
         {
             ["config"] = rc.Name,
             ["probe_prompts_per_s_naive"] = probe["prompts_per_s"]!.DeepClone(),
             ["probe_prompts_per_s_shared"] = probe["prompts_per_s_shared"]!.DeepClone(),
+            ["probe_prompts_per_s_naive_f32"] = probeF32?["prompts_per_s"]!.DeepClone(),
+            ["probe_prompts_per_s_shared_f32"] = probeF32?["prompts_per_s_shared"]!.DeepClone(),
+            ["probe_max_p_yes_diff_f32"] = probeF32?["max_p_yes_diff"]!.DeepClone(),
             ["caption_images_per_s_b1"] = caption["images_per_s_b1"]!.DeepClone(),
             ["caption_images_per_s_b8"] = caption["images_per_s_b8"]!.DeepClone(),
             ["lora_step_ms_bf16_realsize"] = loraBf16["step_ms"]!["median"]!.DeepClone(),
@@ -77,7 +89,7 @@ public static class RealSizeBench
                 ["cores"] = Environment.ProcessorCount, ["threads"] = threads, ["load_average_start"] = load0, ["load_average_end"] = BenchReport.LoadAverage(),
                 ["seconds"] = Timings.Round(sw.Elapsed.TotalSeconds, 1), ["repeats"] = reps, ["warmup"] = warm, ["seed"] = seed,
             },
-            ["write"] = write, ["probe"] = probe, ["caption"] = caption, ["lora_bf16"] = loraBf16, ["lora_f32"] = loraF32,
+            ["write"] = write, ["probe"] = probe, ["probe_f32"] = probeF32, ["caption"] = caption, ["lora_bf16"] = loraBf16, ["lora_f32"] = loraF32,
             ["notes"] = notes,
         };
     }
@@ -101,6 +113,7 @@ public static class RealSizeBench
                 result = new JsonObject { ["dir"] = dir, ["written"] = written };
                 break;
             case ProbePart: result = Probe(rc, Folder(rc, root), warmup, repeats, seed); break;
+            case ProbeF32Part: result = Probe(rc, Folder(rc, root), warmup, repeats, seed, ScalarType.Float32); break;
             case CaptionPart: result = Caption(rc, Folder(rc, root), warmup, repeats, seed); break;
             case LoraBf16Part: result = LoraStep(rc, Folder(rc, root), ScalarType.BFloat16, warmup, repeats, seed); break;
             case LoraF32Part: result = LoraStep(rc, Folder(rc, root), ScalarType.Float32, warmup, repeats, seed); break;
@@ -136,21 +149,23 @@ public static class RealSizeBench
 
     /// <summary>
     /// Probing: ProbeImages × ProbeQuestions prompts scored naive (full prompts, batches of ProbeBatch) and with the
-    /// shared image prefix (the evaluator's batches of SharedBatch), through ProbeBench as the bench config does, bf16.
+    /// shared image prefix (the evaluator's batches of SharedBatch), through ProbeBench as the bench config does, in
+    /// <paramref name="dtype"/> (bf16 by default), with the largest p_yes difference between the two paths.
     /// </summary>
-    public static JsonObject Probe(RealSizeConfig rc, string dir, int warmup, int repeats, long seed)
+    public static JsonObject Probe(RealSizeConfig rc, string dir, int warmup, int repeats, long seed, ScalarType dtype = ScalarType.BFloat16)
     {
-        var (vla, loadS) = Load(dir, ScalarType.BFloat16);
+        var (vla, loadS) = Load(dir, dtype);
         var r = ProbeBench.Run(vla, warmup, repeats, rc.ProbeImages, rc.ProbeQuestions, SharedBatch, seed, naiveBatchSize: ProbeBatch);
         var d = r.Details;
+        string name = dtype == ScalarType.BFloat16 ? "bf16" : "f32";
         return new JsonObject
         {
             ["load_s"] = Timings.Round(loadS, 1), ["images"] = rc.ProbeImages, ["questions"] = rc.ProbeQuestions, ["prompts"] = rc.ProbeImages * rc.ProbeQuestions,
             ["prompt_tokens"] = d["prompt_tokens_mean"]!.DeepClone(), ["prefix_tokens"] = d["prefix_tokens"]!.DeepClone(),
-            ["batch"] = ProbeBatch, ["shared_batch"] = SharedBatch, ["shared_batches"] = d["shared_batches"]!.DeepClone(), ["dtype"] = "bf16",
+            ["batch"] = ProbeBatch, ["shared_batch"] = SharedBatch, ["shared_batches"] = d["shared_batches"]!.DeepClone(), ["dtype"] = name,
             ["total_ms"] = d["naive_ms"]!.DeepClone(), ["prompts_per_s"] = Timings.Round(r.NaivePromptsPerS),
             ["shared_total_ms"] = d["shared_ms"]!.DeepClone(), ["prompts_per_s_shared"] = Timings.Round(r.SharedPromptsPerS),
-            ["shared_over_naive"] = d["shared_over_naive"]!.DeepClone(), ["max_p_yes_diff_bf16"] = r.MaxProbDiff,
+            ["shared_over_naive"] = d["shared_over_naive"]!.DeepClone(), ["max_p_yes_diff"] = r.MaxProbDiff, [$"max_p_yes_diff_{name}"] = r.MaxProbDiff,
             ["p_yes_first"] = d["p_first"]!.DeepClone(),
         };
     }
