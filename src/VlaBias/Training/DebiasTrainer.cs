@@ -80,20 +80,10 @@ public static class DebiasTrainer
         using var tuneFeatures = frozenVision ? validator.ImageFeatures(tuneBank) : null;
         using var valFeatures = frozenVision ? validator.ImageFeatures(valBank) : null;
         scope.Dispose();
-        var workerValidator = worker is null ? null : new Evaluator(worker.Vla, validatorSuite);
-        ValidationPoint Validate(long step, double loss, string? cache, string identity) => Validation(validator, val, valBank, valFeatures, words, step, loss, cache, identity);
-        ValidationPoint ValidateOnWorker(long step, double loss, string? cache, string identity) => Validation(workerValidator!, val, valBank, valFeatures, words, step, loss, cache, identity);
-        Task<ValidationPoint> baseTask;
-        if (worker is null)
-        {
-            using (phases.Time("base validation"))
-            using (tuner.Disable()) baseTask = Task.FromResult(BaseValidation(cfg, vla, suite, run, Validate));
-        }
-        else baseTask = worker.Run(() =>
-        {
-            using (phases.Time("worker: base validation"))
-            using (worker.Tuner.Disable()) return BaseValidation(cfg, worker.Vla, suite, run, ValidateOnWorker);
-        });
+        var sides = new Sides(vla, tuner, validator, worker, worker is null ? null : new Evaluator(worker.Vla, validatorSuite), phases);
+        Func<long, double, string?, string, ValidationPoint> Validate(Evaluator ev) =>
+            (step, loss, cache, identity) => Validation(ev, val, valBank, valFeatures, words, step, loss, cache, identity);
+        var baseTask = sides.Run("base validation", (m, t, ev) => { using (t.Disable()) return BaseValidation(cfg, m, suite, run, Validate(ev)); });
         ValidationPoint BasePoint() => baseTask.GetAwaiter().GetResult();
         baseTask.ContinueWith(t => Log.Information("tune: base on validation: pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3}", t.Result.Bias, t.Result.CiderD),
             TaskContinuationOptions.OnlyOnRanToCompletion | TaskContinuationOptions.ExecuteSynchronously);
@@ -109,27 +99,19 @@ public static class DebiasTrainer
         var pending = new Queue<(RunState at, Task<ValidationPoint> point)>();
         string? lastNote = null;
 
-        // Queues (worker) or runs (inline) the validation of the tuner as it is now, at state.Step.
+        // Queues (worker: on a snapshot of the tuner's tensors) or runs (inline) the validation of the tuner as it is now.
         void StartValidation(RunState at)
         {
-            if (worker is null)
+            var snapshot = worker is null ? null : ValidationWorker.Snapshot(tuner);
+            pending.Enqueue((at, sides.Run("validation", (_, t, ev) =>
             {
-                ValidationPoint v;
-                using (phases.Time("validation")) v = Validate(at.Step, at.Ema, null, "");
-                pending.Enqueue((at, Task.FromResult(v)));
-                return;
-            }
-            var snapshot = ValidationWorker.Snapshot(tuner);
-            pending.Enqueue((at, worker.Run(() =>
-            {
-                worker.Load(snapshot);
-                ValidationPoint v;
-                using (phases.Time("worker: validation")) v = ValidateOnWorker(at.Step, at.Ema, null, "");
-                if (!workerStopped)
+                if (snapshot is not null) worker!.Load(snapshot);
+                var v = Validate(ev)(at.Step, at.Ema, null, "");
+                if (worker is not null && !workerStopped)
                 {
-                    var (next, stopNow, save) = Judge(stop, workerState, v);
+                    var (next, stopNow, save, _) = Judge(stop, workerState, v);
                     workerState = next;
-                    if (save) worker.Tuner.Save(run.Dir);
+                    if (save) t.Save(run.Dir);
                     workerStopped = stopNow is not null;
                 }
                 return v;
@@ -144,8 +126,7 @@ public static class DebiasTrainer
             {
                 var (at, task) = pending.Dequeue();
                 var v = task.GetAwaiter().GetResult();
-                var (next, stopNow, save) = Judge(stop, s, v);
-                bool guard = stop.Guard(v);
+                var (next, stopNow, save, guard) = Judge(stop, s, v);
                 Log.Information("tune: step {Step}: validation pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3} (base {BaseCider:F3}), loss {Loss:F4}",
                     v.Step, v.Bias, v.CiderD, BasePoint().CiderD, at.Ema);
                 lastNote = $"val bias {v.Bias:F4} cider {v.CiderD:F3}{(guard ? "" : " (accuracy guard)")}";
@@ -217,7 +198,7 @@ public static class DebiasTrainer
         Log.Information("tune: stopped after {Steps} steps: {Reason}; best adapter from step {Best}", state.Step, reason.Text, state.BestStep);
 
         JsonObject? baseMetrics = null, tunedMetrics = null;
-        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, vla, tuner, worker, phases);
+        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, tuner, sides, phases);
         run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount, phases.ToJson());
         if (baseMetrics is not null)
         {
@@ -257,15 +238,34 @@ public static class DebiasTrainer
     /// <summary>
     /// What one validation decides, given the run's state before it: the state with the point added (and the best step
     /// when it passes the accuracy guard with the lowest bias so far), the stop reason when the threshold rule fires,
-    /// and whether the adapter is saved as the best. The same rules with or without the worker.
+    /// whether the adapter is saved as the best, and whether the guard passed. The same rules with or without the worker.
     /// </summary>
-    private static (RunState state, StopReason? stop, bool save) Judge(StopPolicy stop, RunState s, ValidationPoint v)
+    private static (RunState state, StopReason? stop, bool save, bool guard) Judge(StopPolicy stop, RunState s, ValidationPoint v)
     {
         bool guard = stop.Guard(v);
         s = s with { Evaluations = [.. s.Evaluations, v] };
         bool best = guard && (s.BestStep < 0 || v.Bias < s.BestBias);
         if (best) s = s with { BestStep = v.Step, BestBias = v.Bias };
-        return (s, stop.AfterEvaluation(v), best);
+        return (s, stop.AfterEvaluation(v), best, guard);
+    }
+
+    /// <summary>
+    /// Where work that reads the model but not the training step runs: on this thread with the trained model, its tuner
+    /// and validator (timed as PHASE), or queued on the worker with its copies (timed as "worker: PHASE").
+    /// </summary>
+    private sealed class Sides(Vla vla, ITunable tuner, Evaluator validator, ValidationWorker? worker, Evaluator? workerValidator, PhaseClock phases)
+    {
+        public bool HasWorker => worker is not null;
+
+        /// <summary>The trained model (this thread's).</summary>
+        public Vla Model => vla;
+
+        public Task<T> Run<T>(string phase, Func<Vla, ITunable, Evaluator, T> work)
+        {
+            if (worker is null)
+                using (phases.Time(phase)) return Task.FromResult(work(vla, tuner, validator));
+            return worker.Run(() => { using (phases.Time("worker: " + phase)) return work(worker.Vla, worker.Tuner, workerValidator!); });
+        }
     }
 
     /// <summary>
@@ -388,31 +388,16 @@ public static class DebiasTrainer
     /// entry for exactly this model, suite, data and code exists, see EvalCache.cs), eval/tuned (the best adapter's
     /// weights read back), comparison.md. One model in memory serves both.
     /// </summary>
-    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, Vla vla, ITunable tuner,
-        ValidationWorker? worker, PhaseClock phases)
+    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, ITunable tuner, Sides sides, PhaseClock phases)
     {
         var suite = Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap };
         var baseRequest = new EvalRequest(cfg.Model, null, suite, run.BaseEval, Shard.All);
-        Task<EvalOutcome> baseTask;
-        if (worker is null)
-        {
-            Log.Information("tune: evaluating base on the {Split} split", suite.Split);
-            using (phases.Time("base test evaluation"))
-            using (tuner.Disable()) baseTask = Task.FromResult(EvalRunner.RunCached(vla, baseRequest));
-        }
-        else
-        {
-            Log.Information("tune: evaluating base (on the worker) and tuned on the {Split} split", suite.Split);
-            baseTask = worker.Run(() =>
-            {
-                using (phases.Time("worker: base test evaluation"))
-                using (worker.Tuner.Disable()) return EvalRunner.RunCached(worker.Vla, baseRequest);
-            });
-        }
+        Log.Information(sides.HasWorker ? "tune: evaluating base (on the worker) and tuned on the {Split} split" : "tune: evaluating base on the {Split} split", suite.Split);
+        var baseTask = sides.Run("base test evaluation", (m, t, _) => { using (t.Disable()) return EvalRunner.RunCached(m, baseRequest); });
         tuner.LoadWeights(run.Dir);
-        if (worker is null) Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
+        if (!sides.HasWorker) Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
         EvalOutcome t;
-        using (phases.Time("tuned test evaluation")) t = EvalRunner.Run(vla, new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All));
+        using (phases.Time("tuned test evaluation")) t = EvalRunner.Run(sides.Model, new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All));
         var b = baseTask.GetAwaiter().GetResult();
         Comparison.Write(run.ComparisonFile, [("base", b.Metrics!), ("tuned", t.Metrics!)]);
         return (b.Metrics!, t.Metrics!);

@@ -17,13 +17,26 @@ public class ValidationWorkerTests
         return [];
     };
 
-    [Test]
-    public void Auto_uses_the_worker_only_when_more_threads_gain_too_little_and_restores_the_thread_count()
+    // Runs a test body at two intra-op threads and sets the count back after it.
+    private static void AtTwoThreads(Action body)
     {
         int before = get_num_threads();
         try
         {
             set_num_threads(2);
+            body();
+        }
+        finally { set_num_threads(before); }
+    }
+
+    private static ValidationWorker Worker(Vla vla, long seed) =>
+        new(vla, VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed), threads: 1) { RestoreThreads = get_num_threads() };
+
+    [Test]
+    public void Auto_uses_the_worker_only_when_more_threads_gain_too_little_and_restores_the_thread_count()
+    {
+        AtTwoThreads(() =>
+        {
             var vla = TinyBase();
             var flat = ValidationWorker.Decide("auto", vla, Probe(2, 1.0));
             Assert.That(flat.use, Is.True, flat.why);
@@ -38,8 +51,7 @@ public class ValidationWorkerTests
             var one = ValidationWorker.Decide("on", vla, Probe(1, 1.0));
             Assert.That(one.use, Is.False, "one thread cannot be split");
             Assert.That(one.why, Does.Contain("one thread"));
-        }
-        finally { set_num_threads(before); }
+        });
     }
 
     [Test]
@@ -48,10 +60,7 @@ public class ValidationWorkerTests
         var vla = TinyBase();
         var order = new List<int>();
         int caller = Environment.CurrentManagedThreadId;
-        using var worker = new ValidationWorker(vla, VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed: 0), threads: 1)
-        {
-            RestoreThreads = get_num_threads(),
-        };
+        using var worker = Worker(vla, seed: 0);
         var first = worker.Run(() => { Thread.Sleep(30); lock (order) order.Add(1); return Environment.CurrentManagedThreadId; });
         var second = worker.Run(() => { lock (order) order.Add(2); return get_num_threads(); });
         var failing = worker.Run<int>(() => throw new BadInputException("bad"));
@@ -65,23 +74,17 @@ public class ValidationWorkerTests
     [Test]
     public void Disposing_the_worker_gives_new_threads_the_thread_count_back()
     {
-        int before = get_num_threads();
-        try
+        AtTwoThreads(() =>
         {
-            set_num_threads(2);
             var vla = TinyBase();
-            var worker = new ValidationWorker(vla, VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed: 0), threads: 1)
-            {
-                RestoreThreads = 2,
-            };
+            var worker = Worker(vla, seed: 0);
             Assert.That(worker.Run(() => get_num_threads()).Result, Is.EqualTo(1));
             worker.Dispose();
             int seen = 0;
             var fresh = new Thread(() => { using var _ = no_grad(); (ones(64, 64).matmul(ones(64, 64))).Dispose(); seen = get_num_threads(); });
             fresh.Start(); fresh.Join();
             Assert.That(seen, Is.EqualTo(2), "a thread started after the worker is gone runs at the count from before it");
-        }
-        finally { set_num_threads(before); }
+        });
     }
 
     [Test]
@@ -90,10 +93,7 @@ public class ValidationWorkerTests
         var vla = TinyBase();
         var tuner = VlaBias.Adapters.LoraAdapter.Apply(vla.Model, new VlaBias.Adapters.LoraConfig(), seed: 0);
         var copy = TinyBase();
-        using var worker = new ValidationWorker(copy, VlaBias.Adapters.LoraAdapter.Apply(copy.Model, new VlaBias.Adapters.LoraConfig(), seed: 1), threads: 1)
-        {
-            RestoreThreads = get_num_threads(),
-        };
+        using var worker = Worker(copy, seed: 1);
         var name = tuner.CheckpointTensors().Keys.First(k => k.EndsWith("lora_B.weight"));
         using (no_grad()) tuner.CheckpointTensors()[name].fill_(0.25);
         var snapshot = ValidationWorker.Snapshot(tuner);
