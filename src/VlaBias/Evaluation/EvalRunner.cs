@@ -24,34 +24,22 @@ public static class EvalRunner
     public static EvalOutcome Run(Vla vla, EvalRequest req, IProgress<(int done, int total)>? progress = null)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var suite = req.Suite;
-        var items = Manifest.Load(suite.Manifest).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
-        if (items.Count == 0) throw new BadInputException($"{suite.Manifest}: no items with split '{suite.Split}' (suite {suite.SourcePath})");
-        if (req.Limit is int lim) items = items.Take(lim).ToList();
-        string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;
-        Directory.CreateDirectory(req.Out);
-        using var bank = ImageBank.Load(items, manifestDir, vla.Images);
-        var methods = req.Methods ?? VlaBias.Methods.Interventions.None;
-        var evaluator = new Evaluator(vla, suite, methods.Beams, methods.PenaltyFor(vla, suite.Words));
-        string identity = Identity(req.Model, req.Adapter, methods);
-        var inference = System.Diagnostics.Stopwatch.StartNew();
-        var samples = evaluator.Collect(items, bank, req.Shard, req.UseCache ? Path.Combine(req.Out, CacheFile) : null, identity, progress: progress);
-        inference.Stop();
-        WriteSamples(Path.Combine(req.Out, SamplesFile), samples);
+        using var pieces = EvalPieces.Open(vla, req, 1);
+        var samples = pieces.Collect(vla, 1, progress);
         if (req.Shard.Count > 1)
         {
+            WriteSamples(Path.Combine(req.Out, SamplesFile), samples);
             AtomicFile.WriteAllText(Path.Combine(req.Out, ShardFile), new JsonObject
             {
                 ["index"] = req.Shard.Index, ["count"] = req.Shard.Count, ["model"] = req.Model, ["adapter"] = req.Adapter,
-                ["suite"] = suite.SourcePath, ["split"] = suite.Split, ["n_items"] = items.Count,
-                ["identity"] = identity, ["bootstrap"] = suite.Bootstrap, ["limit"] = req.Limit,
-                ["model_s"] = Math.Round(inference.Elapsed.TotalSeconds, 3),
+                ["suite"] = req.Suite.SourcePath, ["split"] = req.Suite.Split, ["n_items"] = pieces.ItemCount,
+                ["identity"] = pieces.Identity, ["bootstrap"] = req.Suite.Bootstrap, ["limit"] = req.Limit,
+                ["model_s"] = Math.Round(pieces.ModelSeconds, 3),
             }.ToJsonString());
             Log.Information("eval: shard {Index}/{Count}: {Samples} samples in {Out}; join shards with `vlatune eval merge`", req.Shard.Index, req.Shard.Count, samples.Count, req.Out);
             return new EvalOutcome(req.Out, null, samples.Count, clock.Elapsed);
         }
-        var doc = WriteMetricsAndReports(req.Out, samples, suite, req.Model, req.Adapter, items.Count, inference.Elapsed.TotalSeconds);
-        return new EvalOutcome(req.Out, doc, samples.Count, clock.Elapsed, inference.Elapsed);
+        return pieces.Finish(clock);
     }
 
     /// <summary>
@@ -62,21 +50,37 @@ public static class EvalRunner
     /// <param name="cacheRoot">The cache's folder (default <see cref="EvalCache.Root"/>).</param>
     public static EvalOutcome RunCached(Vla vla, EvalRequest req, IProgress<(int done, int total)>? progress = null, string? cacheRoot = null)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var (entry, hit) = LookUp(vla, req, cacheRoot, clock);
+        if (hit is not null) return hit;
+        var outcome = Run(vla, req, progress);
+        entry?.Store(req.Out);
+        return outcome;
+    }
+
+    /// <summary>Where a finished evaluation folder of <paramref name="req"/> goes in the evaluation cache.</summary>
+    public sealed record CacheEntry(string Root, string Key, JsonObject Parts)
+    {
+        public void Store(string evalDir) => EvalCache.Store(Root, Key, Parts, evalDir);
+    }
+
+    /// <summary>
+    /// The evaluation cache's entry for <paramref name="req"/> (null when the cache is off or the request is not a whole,
+    /// unfiltered evaluation of a model without adapter or methods) and, when the entry exists, its folder copied into
+    /// req.Out (the outcome; null otherwise).
+    /// </summary>
+    public static (CacheEntry? entry, EvalOutcome? hit) LookUp(Vla vla, EvalRequest req, string? cacheRoot = null, System.Diagnostics.Stopwatch? clock = null)
+    {
+        clock ??= System.Diagnostics.Stopwatch.StartNew();
         var root = cacheRoot ?? EvalCache.Root();
         if (root is null || req.Adapter is not null || req.Methods is not null || req.Limit is not null || req.Shard != Shard.All)
-            return Run(vla, req, progress);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
+            return (null, null);
         var parts = EvalCache.KeyParts(vla, req.Model, req.Suite);
-        var key = EvalCache.Key(parts);
-        if (EvalCache.TryRestore(root, key, req.Out) is { } metrics)
-        {
-            Log.Information("eval: {Out} copied from the evaluation cache {Entry} (same model files, suite, data and code)", req.Out, Path.Combine(root, key));
-            int n = File.ReadLines(Path.Combine(req.Out, SamplesFile)).Count(l => l.Length > 0);
-            return new EvalOutcome(req.Out, metrics, n, clock.Elapsed, TimeSpan.Zero, FromCache: true);
-        }
-        var outcome = Run(vla, req, progress);
-        EvalCache.Store(root, key, parts, req.Out);
-        return outcome;
+        var entry = new CacheEntry(root, EvalCache.Key(parts), parts);
+        if (EvalCache.TryRestore(root, entry.Key, req.Out) is not { } metrics) return (entry, null);
+        Log.Information("eval: {Out} copied from the evaluation cache {Entry} (same model files, suite, data and code)", req.Out, Path.Combine(root, entry.Key));
+        int n = File.ReadLines(Path.Combine(req.Out, SamplesFile)).Count(l => l.Length > 0);
+        return (entry, new EvalOutcome(req.Out, metrics, n, clock.Elapsed, TimeSpan.Zero, FromCache: true));
     }
 
     /// <summary>What the result cache and shard.json key on: model and adapter files plus the inference-time methods.</summary>
@@ -157,5 +161,102 @@ public static class EvalRunner
             if (info[key] is null) throw new BadInputException($"{f}: field '{key}' missing");
         if (!File.Exists(Path.Combine(dir, SamplesFile))) throw new BadInputException($"{dir}: {SamplesFile} missing beside {ShardFile}");
         return (dir, info);
+    }
+}
+
+/// <summary>
+/// One evaluation whose answering is cut into pieces (every n-th batch, as shards cut it) that run as separate calls:
+/// one after another between other work, or on copies of the model on several threads at once, each call with its own
+/// model. Open reads the items and images once; Collect answers one piece (any thread; the result cache is shared under
+/// a lock; image features are computed once per model); Finish joins the pieces' samples in key order and writes
+/// samples.jsonl, metrics.json and the reports. Every unit is answered in the batch it has in a whole run, so the outputs
+/// equal an evaluation in one call. With one piece, the request's own shard is the piece.
+/// </summary>
+public sealed class EvalPieces : IDisposable
+{
+    private readonly EvalRequest req;
+    private readonly List<ManifestItem> items;
+    private readonly ImageBank bank;
+    private readonly ResultCache cache;
+    private readonly Methods.Interventions methods;
+    private readonly List<Sample>?[] done;
+    private readonly Dictionary<Vla, (Evaluator evaluator, TorchSharp.torch.Tensor features)> models = new();
+    private readonly object gate = new();
+    private double modelSeconds;
+
+    public int Count { get; }
+    public int ItemCount => items.Count;
+    public string Identity { get; }
+
+    /// <summary>Seconds spent answering, summed over the pieces collected so far.</summary>
+    public double ModelSeconds { get { lock (gate) return modelSeconds; } }
+
+    private EvalPieces(EvalRequest req, List<ManifestItem> items, ImageBank bank, ResultCache cache, Methods.Interventions methods, string identity, int count)
+    {
+        this.req = req; this.items = items; this.bank = bank; this.cache = cache; this.methods = methods;
+        Identity = identity; Count = count; done = new List<Sample>?[count];
+    }
+
+    /// <param name="vla">Any of the models that will answer (its image processor decodes the images).</param>
+    public static EvalPieces Open(Vla vla, EvalRequest req, int count)
+    {
+        if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), count, "at least one piece");
+        if (count > 1 && req.Shard != Shard.All) throw new ArgumentException($"a shard ({req.Shard.Index}/{req.Shard.Count}) is not cut into pieces", nameof(req));
+        var suite = req.Suite;
+        var items = Manifest.Load(suite.Manifest).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        if (items.Count == 0) throw new BadInputException($"{suite.Manifest}: no items with split '{suite.Split}' (suite {suite.SourcePath})");
+        if (req.Limit is int lim) items = items.Take(lim).ToList();
+        string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;
+        Directory.CreateDirectory(req.Out);
+        var bank = ImageBank.Load(items, manifestDir, vla.Images);
+        var methods = req.Methods ?? Methods.Interventions.None;
+        string identity = EvalRunner.Identity(req.Model, req.Adapter, methods);
+        var cache = ResultCache.Open(req.UseCache ? Path.Combine(req.Out, EvalRunner.CacheFile) : null, identity);
+        return new EvalPieces(req, items, bank, cache, methods, identity, count);
+    }
+
+    /// <summary>Answers piece <paramref name="piece"/> (1-based) with <paramref name="vla"/>, as it is now.</summary>
+    public List<Sample> Collect(Vla vla, int piece, IProgress<(int done, int total)>? progress = null)
+    {
+        if (piece < 1 || piece > Count) throw new ArgumentOutOfRangeException(nameof(piece), piece, $"pieces are 1..{Count}");
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        (Evaluator evaluator, TorchSharp.torch.Tensor features) m;
+        lock (gate) models.TryGetValue(vla, out m);
+        if (m.evaluator is null)
+        {
+            var evaluator = new Evaluator(vla, req.Suite, methods.Beams, methods.PenaltyFor(vla, req.Suite.Words));
+            m = (evaluator, evaluator.ImageFeatures(bank));
+            lock (gate) models[vla] = m;
+        }
+        var shard = Count == 1 ? req.Shard : new Shard(piece, Count);
+        var samples = m.evaluator.Collect(items, bank, shard, cache, progress: progress, imageFeatures: m.features);
+        lock (gate)
+        {
+            done[piece - 1] = samples;
+            modelSeconds += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        return samples;
+    }
+
+    /// <summary>Writes the outputs of the collected pieces (all of them must be done).</summary>
+    public EvalOutcome Finish(System.Diagnostics.Stopwatch? clock = null)
+    {
+        List<Sample> samples;
+        lock (gate)
+        {
+            int missing = Array.FindIndex(done, d => d is null);
+            if (missing >= 0) throw new InvalidOperationException($"piece {missing + 1} of {Count} was not collected");
+            samples = done.SelectMany(d => d!).OrderBy(s => s.Key, StringComparer.Ordinal).ToList();
+        }
+        EvalRunner.WriteSamples(Path.Combine(req.Out, EvalRunner.SamplesFile), samples);
+        var doc = EvalRunner.WriteMetricsAndReports(req.Out, samples, req.Suite, req.Model, req.Adapter, items.Count, ModelSeconds);
+        return new EvalOutcome(req.Out, doc, samples.Count, clock?.Elapsed ?? TimeSpan.FromSeconds(ModelSeconds), TimeSpan.FromSeconds(ModelSeconds));
+    }
+
+    public void Dispose()
+    {
+        foreach (var (_, features) in models.Values) features.Dispose();
+        bank.Dispose();
+        cache.Dispose();
     }
 }

@@ -69,9 +69,17 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         string identity = "", Func<ManifestQuestion, bool>? probeFilter = null, IProgress<(int done, int total)>? progress = null,
         Tensor? imageFeatures = null)
     {
+        using var cache = ResultCache.Open(cacheFile, identity);
+        return Collect(items, bank, shard, cache, probeFilter, progress, imageFeatures);
+    }
+
+    /// <summary><see cref="Collect(IReadOnlyList{ManifestItem}, ImageBank, Shard?, string?, string, Func{ManifestQuestion, bool}?, IProgress{ValueTuple{int, int}}?, Tensor?)"/>
+    /// with a result cache the caller opened (one cache may serve calls on several threads).</summary>
+    internal List<Sample> Collect(IReadOnlyList<ManifestItem> items, ImageBank bank, Shard? shard, ResultCache cache,
+        Func<ManifestQuestion, bool>? probeFilter = null, IProgress<(int done, int total)>? progress = null, Tensor? imageFeatures = null)
+    {
         shard ??= Shard.All;
         var units = Units(items, probeFilter);
-        var cache = LoadCache(cacheFile, identity);
         var gen = new TextGenerator(vla);
         var samples = new List<Sample>();
         int bs = Math.Max(1, suite.BatchSize);
@@ -80,7 +88,6 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
             .SelectMany(g => ImageBatches(g.ToList(), u => u.Item, bs)).ToList();
         var mine = batches.Where((_, i) => shard.Takes(i)).ToList();
         int total = mine.Sum(b => b.Length), done = 0;
-        using var cacheWriter = cacheFile is null ? null : OpenCacheForAppend(cacheFile);
         bool wasTraining = vla.Model.training;
         vla.Model.eval();
         Tensor? features = null;
@@ -94,17 +101,13 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
                 foreach (var u in batch)
                 {
                     var key = MakeSample(items[u.Item], u, null, null, null).Key;
-                    if (cache.TryGetValue(key, out var hit)) samples.Add(hit); else fresh.Add(u);
+                    if (cache.TryGet(key, out var hit)) samples.Add(hit); else fresh.Add(u);
                 }
                 if (fresh.Count > 0)
                 {
                     var answered = Answer(gen, items, features!, fresh);
                     samples.AddRange(answered);
-                    if (cacheWriter is not null)
-                    {
-                        foreach (var s in answered) cacheWriter.WriteLine(JsonSerializer.Serialize(new CacheLine(identity, s), Sample.Json));
-                        cacheWriter.Flush();
-                    }
+                    cache.Append(answered);
                 }
                 done += batch.Length;
                 progress?.Report((done, total));
@@ -136,37 +139,6 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         }
         if (current.Count > 0) batches.Add(current.ToArray());
         return batches;
-    }
-
-    private sealed record CacheLine(string Model, Sample Sample);
-
-    /// <summary>Opens the cache for appending; a last line cut short by an interruption is ended first so new lines stay whole.</summary>
-    private static StreamWriter OpenCacheForAppend(string file)
-    {
-        bool needsNewline = false;
-        if (File.Exists(file) && new FileInfo(file).Length > 0)
-        {
-            using var f = File.OpenRead(file);
-            f.Seek(-1, SeekOrigin.End);
-            needsNewline = f.ReadByte() != '\n';
-        }
-        var w = new StreamWriter(file, append: true);
-        if (needsNewline) w.WriteLine();
-        return w;
-    }
-
-    private static Dictionary<string, Sample> LoadCache(string? file, string identity)
-    {
-        var d = new Dictionary<string, Sample>(StringComparer.Ordinal);
-        if (file is null || !File.Exists(file)) return d;
-        foreach (var line in File.ReadLines(file))
-        {
-            CacheLine? c;
-            try { c = JsonSerializer.Deserialize<CacheLine>(line, Sample.Json); }
-            catch (JsonException) { continue; }   // a line cut short by an interruption
-            if (c?.Sample is not null && c.Model == identity) d[c.Sample.Key] = c.Sample;
-        }
-        return d;
     }
 
     internal List<WorkUnit> Units(IReadOnlyList<ManifestItem> items, Func<ManifestQuestion, bool>? probeFilter)
@@ -276,4 +248,73 @@ public sealed class Evaluator(Vla vla, Suite suite, int beams = 1, TokenPenalty?
         LogProb = logprob, Image = it.Image, Gender = it.Attributes.Gender, Tone = it.Attributes.Tone, Pair = it.Pair,
         Context = it.Context, Role = it.Role, LeanContext = it.Lean?.Context, LeanRole = it.Lean?.Role,
     };
+}
+
+/// <summary>
+/// An evaluation's result cache: the samples an append-only JSONL file holds for one model identity, and the appending
+/// of new ones (each batch's lines written and flushed together). Calls on several threads may share one (a lock).
+/// No file = nothing cached, nothing written.
+/// </summary>
+internal sealed class ResultCache : IDisposable
+{
+    private readonly Dictionary<string, Sample> samples;
+    private readonly StreamWriter? writer;
+    private readonly string identity;
+    private readonly object gate = new();
+
+    private ResultCache(Dictionary<string, Sample> samples, StreamWriter? writer, string identity)
+    {
+        this.samples = samples; this.writer = writer; this.identity = identity;
+    }
+
+    public static ResultCache Open(string? file, string identity) =>
+        new(Load(file, identity), file is null ? null : OpenForAppend(file), identity);
+
+    public bool TryGet(string key, out Sample sample)
+    {
+        lock (gate) return samples.TryGetValue(key, out sample!);
+    }
+
+    public void Append(IReadOnlyList<Sample> answered)
+    {
+        if (writer is null) return;
+        lock (gate)
+        {
+            foreach (var s in answered) writer.WriteLine(JsonSerializer.Serialize(new CacheLine(identity, s), Sample.Json));
+            writer.Flush();
+        }
+    }
+
+    public void Dispose() => writer?.Dispose();
+
+    private sealed record CacheLine(string Model, Sample Sample);
+
+    /// <summary>Opens the cache for appending; a last line cut short by an interruption is ended first so new lines stay whole.</summary>
+    private static StreamWriter OpenForAppend(string file)
+    {
+        bool needsNewline = false;
+        if (File.Exists(file) && new FileInfo(file).Length > 0)
+        {
+            using var f = File.OpenRead(file);
+            f.Seek(-1, SeekOrigin.End);
+            needsNewline = f.ReadByte() != '\n';
+        }
+        var w = new StreamWriter(file, append: true);
+        if (needsNewline) w.WriteLine();
+        return w;
+    }
+
+    private static Dictionary<string, Sample> Load(string? file, string identity)
+    {
+        var d = new Dictionary<string, Sample>(StringComparer.Ordinal);
+        if (file is null || !File.Exists(file)) return d;
+        foreach (var line in File.ReadLines(file))
+        {
+            CacheLine? c;
+            try { c = JsonSerializer.Deserialize<CacheLine>(line, Sample.Json); }
+            catch (JsonException) { continue; }   // a line cut short by an interruption
+            if (c?.Sample is not null && c.Model == identity) d[c.Sample.Key] = c.Sample;
+        }
+        return d;
+    }
 }

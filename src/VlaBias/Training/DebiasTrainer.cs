@@ -9,10 +9,11 @@
 // with the tuner disabled (or its evaluation copied from the evaluation cache, Evaluation/EvalCache.cs), then the tuned
 // with the best adapter's weights. PhaseClock.cs records wall and CPU seconds per phase (trainer_state.json "timing").
 // Overlap (ValidationWorker.cs; recipe key overlap, measured when auto): a second copy of the model on a second thread
-// runs the base's validation, every validation (of a snapshot of the tuner's tensors at its step) and the base's test
-// evaluation while this thread trains on. Results are applied in step order with the rules of the sequential loop
-// (Judge), so the validation points, the best adapter and the stop are the same; steps trained past a validation that
-// stops the run are dropped (the run's state, checkpoint and adapter are those of that step). The checkpoint of a
+// runs the base's validation, every validation (of a snapshot of the tuner's tensors at its step) and, in pieces while
+// no validation waits, the base's test evaluation while this thread trains on; at the end it answers half of the tuned
+// model's test evaluation (EvalPieces: the same batches, so the same outputs as one call). Results are applied in step
+// order with the rules of the sequential loop (Judge), so the validation points, the best adapter and the stop are the
+// same; steps trained past a validation that stops the run are dropped (the run's state, checkpoint and adapter are those of that step). The checkpoint of a
 // validation step is written before its result: a run resumed from it validates that step again first.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
@@ -87,6 +88,9 @@ public static class DebiasTrainer
         ValidationPoint BasePoint() => baseTask.GetAwaiter().GetResult();
         baseTask.ContinueWith(t => Log.Information("tune: base on validation: pairwise probe gap {Bias:F4}, CIDEr-D {Cider:F3}", t.Result.Bias, t.Result.CiderD),
             TaskContinuationOptions.OnlyOnRanToCompletion | TaskContinuationOptions.ExecuteSynchronously);
+        // The base's test evaluation reads nothing the training changes: with the worker it runs now, in pieces, whenever
+        // the worker has no validation to do.
+        var baseTest = cfg.FinalEval ? sides.BaseTestWhenIdle(BaseTestRequest(cfg, run)) : null;
 
         var parameters = tuner.Parameters().ToList();
         var opt = optim.AdamW(parameters, lr: cfg.Lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.WeightDecay);
@@ -198,7 +202,7 @@ public static class DebiasTrainer
         Log.Information("tune: stopped after {Steps} steps: {Reason}; best adapter from step {Best}", state.Step, reason.Text, state.BestStep);
 
         JsonObject? baseMetrics = null, tunedMetrics = null;
-        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, tuner, sides, phases);
+        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, tuner, sides, phases, baseTest);
         run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount, phases.ToJson());
         if (baseMetrics is not null)
         {
@@ -255,6 +259,9 @@ public static class DebiasTrainer
     /// </summary>
     private sealed class Sides(Vla vla, ITunable tuner, Evaluator validator, ValidationWorker? worker, Evaluator? workerValidator, PhaseClock phases)
     {
+        /// <summary>Pieces of the base's test evaluation on the worker: each short beside the gap between validations.</summary>
+        public const int BaseTestPieces = 8;
+
         public bool HasWorker => worker is not null;
 
         /// <summary>The trained model (this thread's).</summary>
@@ -265,6 +272,69 @@ public static class DebiasTrainer
             if (worker is null)
                 using (phases.Time(phase)) return Task.FromResult(work(vla, tuner, validator));
             return worker.Run(() => { using (phases.Time("worker: " + phase)) return work(worker.Vla, worker.Tuner, workerValidator!); });
+        }
+
+        /// <summary>
+        /// The base's evaluation of <paramref name="req"/> (through the evaluation cache) queued on the worker as idle
+        /// jobs: the cache look-up, then <see cref="BaseTestPieces"/> pieces, then the outputs; null without a worker.
+        /// </summary>
+        public Task<EvalOutcome>? BaseTestWhenIdle(EvalRequest req)
+        {
+            if (worker is null) return null;
+            const string phase = "worker: base test evaluation";
+            Task<T> Idle<T>(Func<T> work) => worker.RunWhenIdle(() =>
+            {
+                using (phases.Time(phase))
+                using (worker.Tuner.Disable()) return work();
+            });
+            var open = Idle(() =>
+            {
+                var (entry, hit) = EvalRunner.LookUp(worker.Vla, req);
+                return (entry, hit, pieces: hit is null ? EvalPieces.Open(worker.Vla, req, BaseTestPieces) : null);
+            });
+            // Each later job runs after the look-up (one queue, in order): a failed look-up fails them too.
+            for (int i = 1; i <= BaseTestPieces; i++)
+            {
+                int piece = i;
+                Idle(() => open.GetAwaiter().GetResult().pieces?.Collect(worker.Vla, piece));
+            }
+            return Idle(() =>
+            {
+                var (entry, hit, pieces) = open.GetAwaiter().GetResult();
+                if (hit is not null) return hit;
+                using (pieces)
+                {
+                    var outcome = pieces!.Finish();
+                    entry?.Store(req.Out);
+                    return outcome;
+                }
+            });
+        }
+
+        /// <summary>
+        /// <paramref name="req"/> evaluated with the trained model; with the worker, half of its batches there, after
+        /// <paramref name="prepareWorker"/> has set the worker's tuner up like this thread's.
+        /// </summary>
+        public EvalOutcome Evaluate(string phase, EvalRequest req, Action<ITunable> prepareWorker)
+        {
+            if (worker is null)
+                using (phases.Time(phase)) return EvalRunner.Run(vla, req);
+            using var pieces = EvalPieces.Open(vla, req, 2);
+            var other = worker.Run(() =>
+            {
+                using (phases.Time("worker: " + phase))
+                {
+                    prepareWorker(worker.Tuner);
+                    return pieces.Collect(worker.Vla, 2);
+                }
+            });
+            using (phases.Time(phase))
+            {
+                try { pieces.Collect(vla, 1); }
+                finally { other.ContinueWith(_ => { }).Wait(); }   // the worker is done with the pieces before they go
+                other.GetAwaiter().GetResult();
+                return pieces.Finish();
+            }
         }
     }
 
@@ -383,21 +453,25 @@ public static class DebiasTrainer
         return new ValidationPoint(step, bias, cider, loss);
     }
 
+    private static EvalRequest BaseTestRequest(TuneConfig cfg, RunFolder run) =>
+        new(cfg.Model, null, Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap }, run.BaseEval, Shard.All);
+
     /// <summary>
     /// Base and tuned on the suite's split: eval/base (the tuner disabled; copied from the evaluation cache when an
-    /// entry for exactly this model, suite, data and code exists, see EvalCache.cs), eval/tuned (the best adapter's
-    /// weights read back), comparison.md. One model in memory serves both.
+    /// entry for exactly this model, suite, data and code exists, see EvalCache.cs; with the worker, started at the
+    /// beginning: <paramref name="baseTest"/>), eval/tuned (the best adapter's weights read back; with the worker, half
+    /// of its batches answered there), comparison.md.
     /// </summary>
-    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, ITunable tuner, Sides sides, PhaseClock phases)
+    private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, ITunable tuner, Sides sides, PhaseClock phases,
+        Task<EvalOutcome>? baseTest)
     {
-        var suite = Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap };
-        var baseRequest = new EvalRequest(cfg.Model, null, suite, run.BaseEval, Shard.All);
-        Log.Information(sides.HasWorker ? "tune: evaluating base (on the worker) and tuned on the {Split} split" : "tune: evaluating base on the {Split} split", suite.Split);
-        var baseTask = sides.Run("base test evaluation", (m, t, _) => { using (t.Disable()) return EvalRunner.RunCached(m, baseRequest); });
+        var baseRequest = BaseTestRequest(cfg, run);
+        var suite = baseRequest.Suite;
+        Log.Information(sides.HasWorker ? "tune: evaluating base (on the worker) and tuned (on both threads) on the {Split} split" : "tune: evaluating base on the {Split} split", suite.Split);
+        var baseTask = baseTest ?? sides.Run("base test evaluation", (m, t, _) => { using (t.Disable()) return EvalRunner.RunCached(m, baseRequest); });
         tuner.LoadWeights(run.Dir);
         if (!sides.HasWorker) Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
-        EvalOutcome t;
-        using (phases.Time("tuned test evaluation")) t = EvalRunner.Run(sides.Model, new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All));
+        var t = sides.Evaluate("tuned test evaluation", new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All), other => other.LoadWeights(run.Dir));
         var b = baseTask.GetAwaiter().GetResult();
         Comparison.Write(run.ComparisonFile, [("base", b.Metrics!), ("tuned", t.Metrics!)]);
         return (b.Metrics!, t.Metrics!);

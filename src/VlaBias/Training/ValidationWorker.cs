@@ -1,13 +1,14 @@
 // A second copy of the model on its own thread, for the work of a debiasing run that the training steps need not wait
 // for: the base's validation at the start, each validation of the tuner's tensors as they were at its step (a snapshot
-// copied into the copy's tuner), and the base's test-split evaluation at the end, beside the tuned one.
-//   in:  jobs, run one at a time in the order given, each with this thread's copy (Vla, Tuner)
+// copied into the copy's tuner), the base's test-split evaluation in pieces while no validation waits, and half of the
+// tuned model's test-split evaluation at the end.
+//   in:  jobs, run one at a time in the order given, each with this thread's copy (Vla, Tuner); idle jobs (the pieces
+//        of the base's test evaluation) only while no other job waits
 //   out: a Task per job; DebiasTrainer applies validation results in step order, with the same rules as without the
 //        worker, so a run decides exactly what it decides without it (the same validation points, best adapter, stop)
 // Why: a small model is bound by per-operation costs that a second intra-op thread does not split, while two tasks of
 // half the threads each run side by side (tiny-base on 2 cores: a second intra-op thread gave 1.05×; two single-threaded
 // processes 1.5× the throughput of one). Whether to use it is measured at the start of each run (Decide).
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using Serilog;
 using VlaBias.Adapters;
@@ -23,7 +24,8 @@ internal sealed class ValidationWorker : IDisposable
     /// <summary>Use the worker when doubling the threads of one task gains less than this (two tasks side by side then do more).</summary>
     public const double MinThreadScaling = 1.6;
 
-    private readonly BlockingCollection<Action> jobs = new();
+    private readonly Queue<Action> jobs = new(), idleJobs = new();
+    private readonly object gate = new();
     private readonly Thread thread;
     private volatile bool closing;
 
@@ -42,22 +44,47 @@ internal sealed class ValidationWorker : IDisposable
         thread = new Thread(() =>
         {
             set_num_threads(threads);   // per thread under OpenMP: this thread's own count
-            foreach (var job in jobs.GetConsumingEnumerable()) job();
+            while (Next() is { } job) job();
         }) { IsBackground = true, Name = "vlatune worker" };
         thread.Start();
     }
 
     /// <summary>Queues <paramref name="work"/>; its result (or exception) comes back through the task.</summary>
-    public Task<T> Run<T>(Func<T> work)
+    public Task<T> Run<T>(Func<T> work) => Enqueue(jobs, work);
+
+    /// <summary>
+    /// Queues <paramref name="work"/> behind every job queued with <see cref="Run{T}"/>, now or later: it starts only when
+    /// no such job waits (a job running is never interrupted, so keep idle jobs short).
+    /// </summary>
+    public Task<T> RunWhenIdle<T>(Func<T> work) => Enqueue(idleJobs, work);
+
+    private Task<T> Enqueue<T>(Queue<Action> queue, Func<T> work)
     {
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        jobs.Add(() =>
+        void Job()
         {
             if (closing) { done.SetCanceled(); return; }
             try { done.SetResult(work()); }
             catch (Exception e) { done.SetException(e); }
-        });
+        }
+        lock (gate)
+        {
+            if (closing) throw new ObjectDisposedException(nameof(ValidationWorker));
+            queue.Enqueue(Job);
+            Monitor.Pulse(gate);
+        }
         return done.Task;
+    }
+
+    // The next job (those of Run first), waiting for one; null once closing.
+    private Action? Next()
+    {
+        lock (gate)
+        {
+            while (!closing && jobs.Count == 0 && idleJobs.Count == 0) Monitor.Wait(gate);
+            if (closing) return null;
+            return jobs.Count > 0 ? jobs.Dequeue() : idleJobs.Dequeue();
+        }
     }
 
     /// <summary>A copy of the tuner's tensors now, detached, for a job that runs later.</summary>
@@ -78,10 +105,15 @@ internal sealed class ValidationWorker : IDisposable
     /// <summary>Stops after the job running now: queued jobs are cancelled.</summary>
     public void Dispose()
     {
-        closing = true;
-        jobs.CompleteAdding();
+        lock (gate)
+        {
+            if (closing) return;
+            closing = true;
+            Monitor.PulseAll(gate);
+        }
         thread.Join();
-        jobs.Dispose();
+        foreach (var job in jobs.Concat(idleJobs)) job();   // each sees closing and cancels its task
+        jobs.Clear(); idleJobs.Clear();
         if (RestoreThreads is int n) set_num_threads(n);
     }
 

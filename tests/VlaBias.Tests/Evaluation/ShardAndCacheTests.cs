@@ -1,11 +1,13 @@
 using System.Text.Json.Nodes;
 using NUnit.Framework;
 using VlaBias.Tests.Cli;
+using VlaBias.Evaluation;
 using VlaBias.Tests.Training;
 
 namespace VlaBias.Tests.Evaluation;
 
-/// <summary>`vlatune eval --shard i/n` + `eval merge` equals an unsharded run; an interrupted run continues from its cache.</summary>
+/// <summary>`vlatune eval --shard i/n` + `eval merge` equals an unsharded run; so do pieces answered on two threads (EvalPieces);
+/// an interrupted run continues from its cache.</summary>
 public class ShardAndCacheTests
 {
     private string dir = "";
@@ -76,5 +78,39 @@ public class ShardAndCacheTests
         long before = new FileInfo(Path.Combine(cut, "cache.jsonl")).Length;
         Assert.That(Eval(cut).ExitCode, Is.EqualTo(0));
         Assert.That(new FileInfo(Path.Combine(cut, "cache.jsonl")).Length, Is.EqualTo(before));
+    }
+
+    [Test]
+    public void Pieces_answered_by_two_models_on_two_threads_give_the_outputs_of_one_call()
+    {
+        int before = TorchSharp.torch.get_num_threads();
+        try
+        {
+            TorchSharp.torch.set_num_threads(1);
+            var suite = VlaBias.Evaluation.Suite.Load(world.Suite);
+            var one = Vla.Load(world.Model);
+            var other = Vla.Load(world.Model);
+            string whole = Path.Combine(dir, "p-whole"), split = Path.Combine(dir, "p-split");
+            var a = EvalRunner.Run(one, new EvalRequest(world.Model, null, suite, whole, Shard.All));
+            using (var pieces = EvalPieces.Open(one, new EvalRequest(world.Model, null, suite, split, Shard.All), 3))
+            {
+                Assert.Throws<InvalidOperationException>(() => pieces.Finish(), "nothing collected yet");
+                var second = new Thread(() => { TorchSharp.torch.set_num_threads(1); pieces.Collect(other, 2); });
+                second.Start();
+                pieces.Collect(one, 3);
+                pieces.Collect(one, 1);
+                second.Join();
+                var b = pieces.Finish();
+                Assert.That(b.Samples, Is.EqualTo(a.Samples));
+                Assert.That(pieces.ModelSeconds, Is.GreaterThan(0));
+            }
+            Assert.That(File.ReadAllText(Path.Combine(split, "samples.jsonl")), Is.EqualTo(File.ReadAllText(Path.Combine(whole, "samples.jsonl"))));
+            Assert.That(Metrics(split), Is.EqualTo(Metrics(whole)));
+            // Both threads appended to one cache: every line whole, every sample once.
+            var cached = File.ReadAllLines(Path.Combine(split, "cache.jsonl")).Where(l => l.Length > 0).ToList();
+            Assert.That(cached.Select(l => JsonNode.Parse(l)!["Sample"]!.ToJsonString()).Distinct().Count(), Is.EqualTo(a.Samples));
+            Assert.That(cached, Has.Count.EqualTo(a.Samples));
+        }
+        finally { TorchSharp.torch.set_num_threads(before); }
     }
 }

@@ -143,6 +143,10 @@ public class TuneRunTests
         var timing = JsonNode.Parse(File.ReadAllText(Path.Combine(b, "trainer_state.json")))!["timing"]!.AsObject();
         Assert.That(timing["worker: validation"]!["count"]!.GetValue<int>(), Is.EqualTo(3), "the validations ran on the worker");
         Assert.That(timing.ContainsKey("validation"), Is.False);
+        Assert.That(timing["worker: base test evaluation"]!["count"]!.GetValue<int>(), Is.EqualTo(10), "the base's test evaluation: look-up, 8 pieces, outputs");
+        Assert.That(timing.ContainsKey("worker: tuned test evaluation"), Is.True, "half of the tuned test evaluation ran on the worker");
+        foreach (var samples in new[] { "eval/base/samples.jsonl", "eval/tuned/samples.jsonl" })
+            Assert.That(File.ReadAllText(Path.Combine(b, samples)), Is.EqualTo(File.ReadAllText(Path.Combine(a, samples))), samples);
     }
 
     [Test]

@@ -102,4 +102,31 @@ public class ValidationWorkerTests
         Assert.That(worker.Tuner.CheckpointTensors()[name].max().item<float>(), Is.EqualTo(0.25f));
         Assert.That(worker.Tuner.CheckpointTensors()[name].min().item<float>(), Is.EqualTo(0.25f));
     }
+
+    [Test]
+    public void Idle_jobs_wait_behind_every_other_job_and_are_cancelled_when_the_worker_goes()
+    {
+        var vla = TinyBase();
+        var order = new List<string>();
+        var worker = Worker(vla, seed: 0);
+        using var hold = new ManualResetEventSlim();
+        var held = worker.Run(() => { hold.Wait(); return 0; });   // keeps the worker busy while the queues fill
+        var idle1 = worker.RunWhenIdle(() => { lock (order) order.Add("idle 1"); return 1; });
+        var idle2 = worker.RunWhenIdle(() => { lock (order) order.Add("idle 2"); return 2; });
+        var urgent = worker.Run(() => { lock (order) order.Add("urgent"); return 3; });
+        hold.Set();
+        Task.WaitAll(held, idle1, idle2, urgent);
+        Assert.That(order, Is.EqualTo(new[] { "urgent", "idle 1", "idle 2" }), "a job queued after the idle ones still runs first");
+
+        using var hold2 = new ManualResetEventSlim();
+        var busy = worker.Run(() => { hold2.Wait(); return 0; });
+        var waiting = worker.RunWhenIdle(() => 4);
+        var disposing = Task.Run(worker.Dispose);
+        Thread.Sleep(200);   // Dispose is waiting for the running job
+        hold2.Set();
+        disposing.Wait();
+        Assert.That(busy.Result, Is.EqualTo(0), "the running job finishes");
+        Assert.That(waiting.IsCanceled, Is.True, "a queued idle job is cancelled");
+        Assert.Throws<ObjectDisposedException>(() => worker.RunWhenIdle(() => 5));
+    }
 }
