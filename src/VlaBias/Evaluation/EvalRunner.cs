@@ -226,7 +226,8 @@ public sealed class EvalPieces : IDisposable
         {
             var evaluator = new Evaluator(vla, req.Suite, methods.Beams, methods.PenaltyFor(vla, req.Suite.Words));
             m = (evaluator, evaluator.ImageFeatures(bank));
-            lock (gate) models[vla] = m;
+            lock (gate)
+                if (!models.TryAdd(vla, m)) { m.features.Dispose(); m = models[vla]; }   // another call with this model was first
         }
         var shard = Count == 1 ? req.Shard : new Shard(piece, Count);
         var samples = m.evaluator.Collect(items, bank, shard, cache, progress: progress, imageFeatures: m.features);
