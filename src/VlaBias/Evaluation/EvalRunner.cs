@@ -9,9 +9,10 @@ using VlaBias.Images;
 
 namespace VlaBias.Evaluation;
 
-/// <summary><paramref name="Methods"/>: inference-time methods already applied to the model (their decoding settings are used here).</summary>
+/// <summary><paramref name="Methods"/>: inference-time methods already applied to the model (their decoding settings are used here).
+/// <paramref name="Items"/>: the items of the suite's manifest when the caller has already read that file (null = read here).</summary>
 public sealed record EvalRequest(string Model, string? Adapter, Suite Suite, string Out, Shard Shard, bool UseCache = true, int? Limit = null,
-    Methods.Interventions? Methods = null);
+    Methods.Interventions? Methods = null, IReadOnlyList<ManifestItem>? Items = null);
 
 /// <summary><paramref name="Inference"/>: the time spent answering (model forward passes and decoding), without loading and metrics.
 /// <paramref name="FromCache"/>: the folder was copied from the evaluation cache (EvalCache.cs).</summary>
@@ -203,7 +204,7 @@ public sealed class EvalPieces : IDisposable
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), count, "at least one piece");
         if (count > 1 && req.Shard != Shard.All) throw new ArgumentException($"a shard ({req.Shard.Index}/{req.Shard.Count}) is not cut into pieces", nameof(req));
         var suite = req.Suite;
-        var items = Manifest.Load(suite.Manifest).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
+        var items = (req.Items ?? Manifest.Load(suite.Manifest)).Where(i => i.Split?.Name() == suite.Split).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
         if (items.Count == 0) throw new BadInputException($"{suite.Manifest}: no items with split '{suite.Split}' (suite {suite.SourcePath})");
         if (req.Limit is int lim) items = items.Take(lim).ToList();
         string manifestDir = Path.GetDirectoryName(Path.GetFullPath(suite.Manifest))!;

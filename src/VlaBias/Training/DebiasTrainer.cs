@@ -13,8 +13,9 @@
 // no validation waits, the base's test evaluation while this thread trains on; at the end it answers half of the tuned
 // model's test evaluation (EvalPieces: the same batches, so the same outputs as one call). Results are applied in step
 // order with the rules of the sequential loop (Judge), so the validation points, the best adapter and the stop are the
-// same; steps trained past a validation that stops the run are dropped (the run's state, checkpoint and adapter are those of that step). The checkpoint of a
-// validation step is written before its result: a run resumed from it validates that step again first.
+// same; steps trained past a validation that stops the run are dropped (the run's state, checkpoint and adapter are
+// those of that step). The checkpoint of a validation step is written before its result: a run resumed from it
+// validates that step again first.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Serilog;
@@ -53,7 +54,7 @@ public static class DebiasTrainer
         Vla vla;
         using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Resolve(cfg.DType, cfg.Model).DType);
         var scope = phases.Time("manifest");
-        var (tune, val, manifestDir) = Splits(cfg);
+        var (tune, val, manifestDir, items) = Splits(cfg);
         var suite = Suite.Load(cfg.Suite);
         var words = WordLists.Load(suite.Words, suite.World);
         scope.Dispose();
@@ -90,7 +91,7 @@ public static class DebiasTrainer
             TaskContinuationOptions.OnlyOnRanToCompletion | TaskContinuationOptions.ExecuteSynchronously);
         // The base's test evaluation reads nothing the training changes: with the worker it runs now, in pieces, whenever
         // the worker has no validation to do.
-        var baseTest = cfg.FinalEval ? sides.BaseTestWhenIdle(BaseTestRequest(cfg, run)) : null;
+        var baseTest = cfg.FinalEval ? sides.BaseTestWhenIdle(BaseTestRequest(cfg, run, items)) : null;
 
         var parameters = tuner.Parameters().ToList();
         var opt = optim.AdamW(parameters, lr: cfg.Lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.WeightDecay);
@@ -202,7 +203,7 @@ public static class DebiasTrainer
         Log.Information("tune: stopped after {Steps} steps: {Reason}; best adapter from step {Best}", state.Step, reason.Text, state.BestStep);
 
         JsonObject? baseMetrics = null, tunedMetrics = null;
-        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, tuner, sides, phases, baseTest);
+        if (cfg.FinalEval && !state.NonFinite) (baseMetrics, tunedMetrics) = FinalEvaluation(cfg, run, tuner, sides, phases, baseTest, items);
         run.WriteState(reason, state, basePoint, clock.Elapsed, cfg, tuner.ParameterCount, phases.ToJson());
         if (baseMetrics is not null)
         {
@@ -372,7 +373,8 @@ public static class DebiasTrainer
     }
 
     /// <summary>The tune and validation items (sorted by id; validation limited to val_pairs pairs) and the manifest's folder.</summary>
-    private static (List<ManifestItem> tune, List<ManifestItem> val, string manifestDir) Splits(TuneConfig cfg)
+    /// <summary>The tune and validation items of cfg.Data, its folder, and all its items (the test evaluations reuse them).</summary>
+    private static (List<ManifestItem> tune, List<ManifestItem> val, string manifestDir, IReadOnlyList<ManifestItem> all) Splits(TuneConfig cfg)
     {
         var items = Manifest.Load(cfg.Data);
         var tune = items.Where(i => i.Split == Split.Tune).OrderBy(i => i.Id, StringComparer.Ordinal).ToList();
@@ -384,7 +386,7 @@ public static class DebiasTrainer
             var keep = val.Where(v => v.Pair is not null).Select(v => v.Pair!).Distinct().Take(cfg.ValPairs).ToHashSet();
             val = val.Where(v => v.Pair is not null && keep.Contains(v.Pair)).ToList();
         }
-        return (tune, val, Path.GetDirectoryName(Path.GetFullPath(cfg.Data))!);
+        return (tune, val, Path.GetDirectoryName(Path.GetFullPath(cfg.Data))!, items);
     }
 
     /// <summary>method lora: adapters on the frozen base; method prompt: a soft prefix, everything else frozen.</summary>
@@ -453,8 +455,13 @@ public static class DebiasTrainer
         return new ValidationPoint(step, bias, cider, loss);
     }
 
-    private static EvalRequest BaseTestRequest(TuneConfig cfg, RunFolder run) =>
-        new(cfg.Model, null, Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap }, run.BaseEval, Shard.All);
+    /// <summary>The base's test evaluation; <paramref name="items"/> (cfg.Data's, already read) serve when the suite reads that file.</summary>
+    private static EvalRequest BaseTestRequest(TuneConfig cfg, RunFolder run, IReadOnlyList<ManifestItem> items)
+    {
+        var suite = Suite.Load(cfg.Suite) with { Bootstrap = cfg.TestBootstrap };
+        bool same = Path.GetFullPath(suite.Manifest) == Path.GetFullPath(cfg.Data);
+        return new(cfg.Model, null, suite, run.BaseEval, Shard.All, Items: same ? items : null);
+    }
 
     /// <summary>
     /// Base and tuned on the suite's split: eval/base (the tuner disabled; copied from the evaluation cache when an
@@ -463,15 +470,15 @@ public static class DebiasTrainer
     /// of its batches answered there), comparison.md.
     /// </summary>
     private static (JsonObject baseDoc, JsonObject tunedDoc) FinalEvaluation(TuneConfig cfg, RunFolder run, ITunable tuner, Sides sides, PhaseClock phases,
-        Task<EvalOutcome>? baseTest)
+        Task<EvalOutcome>? baseTest, IReadOnlyList<ManifestItem> items)
     {
-        var baseRequest = BaseTestRequest(cfg, run);
+        var baseRequest = BaseTestRequest(cfg, run, items);
         var suite = baseRequest.Suite;
         Log.Information(sides.HasWorker ? "tune: evaluating base (on the worker) and tuned (on both threads) on the {Split} split" : "tune: evaluating base on the {Split} split", suite.Split);
         var baseTask = baseTest ?? sides.Run("base test evaluation", (m, t, _) => { using (t.Disable()) return EvalRunner.RunCached(m, baseRequest); });
         tuner.LoadWeights(run.Dir);
         if (!sides.HasWorker) Log.Information("tune: evaluating tuned on the {Split} split", suite.Split);
-        var t = sides.Evaluate("tuned test evaluation", new EvalRequest(cfg.Model, run.Dir, suite, run.TunedEval, Shard.All), other => other.LoadWeights(run.Dir));
+        var t = sides.Evaluate("tuned test evaluation", baseRequest with { Adapter = run.Dir, Out = run.TunedEval }, other => other.LoadWeights(run.Dir));
         var b = baseTask.GetAwaiter().GetResult();
         Comparison.Write(run.ComparisonFile, [("base", b.Metrics!), ("tuned", t.Metrics!)]);
         return (b.Metrics!, t.Metrics!);
