@@ -48,6 +48,13 @@ public sealed class LlavaModel : nn.Module<ModelInput, ModelOutput>
 
     public override ModelOutput forward(ModelInput input)
     {
+        var output = Forward(input);
+        NativeHeap.AfterForward();   // the forward's temporaries are freed by now; hand their pages back when RSS grew
+        return output;
+    }
+
+    private ModelOutput Forward(ModelInput input)
+    {
         if (input.Labels is not null && input.Logits != LogitsMode.All)
             throw new ArgumentException("labels need the logits of every position (LogitsMode.All)", nameof(input));
         using var scope = NewDisposeScope();
