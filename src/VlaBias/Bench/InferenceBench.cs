@@ -86,6 +86,15 @@ public static class InferenceBench
             ["b1_plain_ms"] = torchB1Plain.ToJson(), ["b32_plain_ms"] = torchBnPlain.ToJson(),
         };
 
+        // Which linear shapes Auto gave the small-row kernel in this run: where none, the figures and their _plain twins
+        // ran the same libtorch code, and their ratios measure the machine's noise, not a kernel.
+        var asked = vla.Model.Kernels.Calibration.Asked().Where(kv => kv.Key.StartsWith("caller ", StringComparison.Ordinal)).ToList();
+        details["kernel_auto"] = new JsonObject
+        {
+            ["shapes_asked"] = asked.Count,
+            ["small_row_shapes"] = new JsonArray(asked.Where(kv => LinearKernels.Chooses(kv.Value)).Select(kv => (JsonNode)kv.Key).ToArray()),
+        };
+
         double? onnxB1 = null, onnxBn = null;
         if (onnx)
         {

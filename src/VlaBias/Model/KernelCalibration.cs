@@ -71,6 +71,10 @@ public sealed class KernelCalibration
 
     public static string Key(string mode, long n, long k, int rowsBucket, int threads) => $"{mode} {n}x{k} rows {rowsBucket} threads {threads}";
 
+    /// <summary>Every shape this object has answered for since it was made (key as in <see cref="Key"/>), with its times.</summary>
+    public IReadOnlyDictionary<string, Entry> Asked() =>
+        fast.ToDictionary(kv => Key(kv.Key.Item1, kv.Key.Item2, kv.Key.Item3, kv.Key.Item4, kv.Key.Item5), kv => kv.Value, StringComparer.Ordinal);
+
     /// <summary>The measured times for this shape, measuring now (a few ms) when neither memory nor the cache has them.</summary>
     internal Entry Get(string mode, long n, long k, long rows, SpinPool? pool)
     {

@@ -73,7 +73,8 @@ public sealed class LinearKernels
     /// <summary>Rows of x up to which the small-row kernel is chosen on the calling thread now.</summary>
     public int MaxRows => InDecodeMode ? DecodeMaxRows : CallerThreadMaxRows;
 
-    private KernelCalibration Calibration => calibration ?? KernelCalibration.Default;
+    /// <summary>The measurements Auto decides by.</summary>
+    public KernelCalibration Calibration => calibration ?? KernelCalibration.Default;
 
     /// <summary>y = x·Wᵀ (+ b) with the kernel this object chooses for these tensors.</summary>
     public Tensor Linear(Tensor x, Tensor w, Tensor? b) =>
@@ -92,9 +93,11 @@ public sealed class LinearKernels
         if (is_grad_enabled() && (x.requires_grad || w.requires_grad || b is not null && b.requires_grad)) return false;
         // in decode mode libtorch runs on one thread: the kernel on all cores is the better of the two for every linear
         if (Choice == KernelChoice.SmallRows || InDecodeMode) return true;
-        var e = Calibration.Get("caller", w.shape[0], k, m, null);
-        return e.SmallUs < CallerMargin * e.LibtorchUs;
+        return Chooses(Calibration.Get("caller", w.shape[0], k, m, null));
     }
+
+    /// <summary>Whether Auto takes the kernel for a shape measured so (outside decode mode).</summary>
+    public static bool Chooses(KernelCalibration.Entry e) => e.SmallUs < CallerMargin * e.LibtorchUs;
 
     /// <summary>
     /// On Auto the kernel takes a shape only where one call of it measured at most this share of libtorch's time. One

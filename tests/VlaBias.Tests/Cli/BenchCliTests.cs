@@ -42,6 +42,12 @@ public class BenchCliTests
             Assert.That(probing["max_prob_diff"]!.GetValue<double>(), Is.LessThan(1e-5), "naive and shared probing give the same probabilities");
             Assert.That(probing["images"]!.GetValue<int>() * probing["questions_per_image"]!.GetValue<int>(), Is.EqualTo(4 * 48));
             Assert.That(o["full"]!["trainable_params"]!.GetValue<long>(), Is.GreaterThan(o["lora"]!["trainable_params"]!.GetValue<long>()));
+            // which shapes auto gave the small-row kernel, and the note that says when the twins ran the same code
+            var auto = o["inference"]!["kernel_auto"]!;
+            if (LinearKernels.SmallRowsSupported && LinearKernels.EnvironmentChoice == KernelChoice.Auto)
+                Assert.That(auto["shapes_asked"]!.GetValue<int>(), Is.GreaterThan(0), "auto measured the shapes it ran");
+            bool sameCode = auto["small_row_shapes"]!.AsArray().Count == 0;
+            Assert.That(o["notes"]!.AsArray().Any(n => n!.GetValue<string>().Contains("ran the same libtorch code")), Is.EqualTo(sameCode));
             Assert.That(JsonNode.Parse(File.ReadAllText(outFile))!["roof_gflops"], Is.Not.Null);
         }
         finally { Directory.Delete(dir, true); }
