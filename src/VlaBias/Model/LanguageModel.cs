@@ -160,8 +160,18 @@ public sealed class LlamaModel : nn.Module<Tensor, Tensor>
         var (cos, sin) = rotary.CosSin(positions, embeds.dtype);
         var ctx = new DecoderContext(cos, sin, mask, cache, start);
         var x = embeds;
-        bool checkpoint = GradientCheckpointing && cache is null && is_grad_enabled();
-        foreach (var layer in layers) x = checkpoint ? CheckpointedLayer.Apply(layer, x, ctx) : layer.call(new DecoderInput(x, ctx));
+        // Checkpointed: a forward without a cache, and the forward of a shared prefix (a PrefixCache at column 0: its
+        // layers' keys and values become outputs of the checkpoint). A continuation after a prefix (few positions per
+        // row) keeps its activations.
+        bool checkpoint = GradientCheckpointing && is_grad_enabled() && (cache is null || cache is PrefixCache && start == 0);
+        int index = 0;
+        foreach (var layer in layers)
+        {
+            x = !checkpoint ? layer.call(new DecoderInput(x, ctx))
+                : cache is null ? CheckpointedLayer.Apply(layer, x, ctx)
+                : CheckpointedPrefixLayer.Apply(layer, index, x, ctx, cache);
+            index++;
+        }
         return norm.call(x).MoveToOuterDisposeScope();
     }
 }

@@ -53,6 +53,10 @@ public static class DebiasTrainer
 
         Vla vla;
         using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Resolve(cfg.DType, cfg.Model).DType);
+        var (checkpointing, why) = TuneConfig.Checkpointing(cfg.GradientCheckpointing, () => ComputeDType.ParameterCount(Assets.Resolve(cfg.Model)));
+        vla.Model.LanguageModel.Model.GradientCheckpointing = checkpointing;
+        Log.Write(checkpointing ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Debug,
+            "tune: gradient checkpointing {State} ({Reason})", checkpointing ? "on" : "off", why);
         var scope = phases.Time("manifest");
         var (tune, val, manifestDir, items) = Splits(cfg);
         var suite = Suite.Load(cfg.Suite);

@@ -87,11 +87,9 @@ internal static class Objectives
         }
         if (rows.Count == 0) return zeros(1);
         Tensor logits;
-        // A checkpointed decoder keeps only each layer's input, but a forward into a prefix cache is not checkpointed
-        // (the cache holds every layer's keys and values, and autograd every layer's activations): with checkpointing on,
-        // the full prompts are cheaper in memory (7B: the shared path did not fit in 23 GB).
-        bool share = mb.SharePrefix && !mb.Vla.Model.LanguageModel.Model.GradientCheckpointing;
-        if (share && SharedPrefix.Split(prompts, mb.Vla.Model.Config.ImageTokenIndex) is int p)
+        // With gradient checkpointing the prefix forward is checkpointed too (Model/CheckpointedLayer.cs): it keeps each
+        // layer's input and the prefix keys and values, not the layers' activations.
+        if (mb.SharePrefix && SharedPrefix.Split(prompts, mb.Vla.Model.Config.ImageTokenIndex) is int p)
             logits = SharedPrefix.LastLogits(mb.Vla.Model, prompts, p, mb.Features(images), prefixOfRow, mb.Vla.Tokenizer.PadId, mb.Vla.Prompts.VirtualTokens);
         else
         {

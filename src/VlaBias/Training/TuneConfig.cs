@@ -12,7 +12,7 @@ public sealed record TuneConfig(
     int PairsPerStep, int ProbesPerPair, int RetainPerStep,
     int LoraR, double LoraAlpha, double LoraDropout, IReadOnlyList<string> TargetModules, bool UseRsLora, bool LoraVision, bool LoraProjector,
     double Threshold, int MaxSteps, int EvalEvery, double MaxAccuracyDrop, string StopRule, int EmaPatience,
-    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "auto", TuneMethod Method = TuneMethod.Lora, int PromptTokens = 8, string Overlap = "auto")
+    int ValPairs, int SaveEvery, long Seed, bool FinalEval, int TestBootstrap, string DType = "auto", TuneMethod Method = TuneMethod.Lora, int PromptTokens = 8, string Overlap = "auto", string GradientCheckpointing = "auto")
 {
     /// <summary>(recipe key, description) of every option, for --help and the generic command-line mapping.</summary>
     public static readonly (string Key, string Help)[] Keys =
@@ -60,6 +60,7 @@ public sealed record TuneConfig(
         ("final_eval", "Evaluate base and tuned on the suite's split at the end"),
         ("test_bootstrap", "Bootstrap resamples of the final evaluation"),
         ("overlap", "auto | on | off: validations and the base's evaluations on a second copy of the model on a second thread while training goes on (auto: when measured faster, see docs/main-job-timing.md)"),
+        ("gradient_checkpointing", "auto | on | off: keep only each decoder layer's input in a training forward and recompute the layer in backward, for one more forward (auto: on above 100 M parameters; a 7B step needs it to fit in 24 GB)"),
         ("dtype", "Compute dtype of the base model: auto (bf16 above 100 M parameters on a CPU with avx512_bf16/AMX, else f32), f32 or bf16; LoRA weights, optimizer state and the loss stay f32"),
     ];
 
@@ -76,7 +77,20 @@ public sealed record TuneConfig(
         r.Choice("stop_rule", "threshold", "threshold", "ema-loss"), r.Int("ema_patience", 10),
         r.Int("val_pairs", 0), r.Int("save_every", 25), r.Long("seed", 0), r.Bool("final_eval", true), r.Int("test_bootstrap", 1000),
         r.Choice("dtype", "auto", "auto", "f32", "bf16"), TuneMethods.Parse(r.Choice("method", "lora", "lora", "prompt")), r.Int("prompt_tokens", 8),
-        r.Choice("overlap", "auto", "auto", "on", "off"));
+        r.Choice("overlap", "auto", "auto", "on", "off"), r.Choice("gradient_checkpointing", "auto", "auto", "on", "off"));
+
+    /// <summary>Parameters above which gradient_checkpointing auto turns checkpointing on (the size dtype auto uses).</summary>
+    public const long AutoCheckpointParameters = 100_000_000;
+
+    /// <summary>Whether the decoder is checkpointed for gradient_checkpointing <paramref name="mode"/> (the count is read only for auto), and why.</summary>
+    public static (bool on, string reason) Checkpointing(string mode, Func<long> parameters)
+    {
+        if (mode != "auto") return (mode == "on", $"gradient_checkpointing {mode}");
+        long n = parameters();
+        return n > AutoCheckpointParameters
+            ? (true, $"auto: {n / 1e6:F0} M parameters, above {AutoCheckpointParameters / 1_000_000} M")
+            : (false, $"auto: {n / 1e6:F1} M parameters, at most {AutoCheckpointParameters / 1_000_000} M");
+    }
 
     public IReadOnlySet<string> Objectives => Objective.Split('+', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
 

@@ -114,13 +114,25 @@ public class ObjectivesTests
         Assert.That(scale, Is.GreaterThan(1e-3));
         Assert.That(maxGrad, Is.LessThan(1e-5));
 
-        // with gradient checkpointing the term takes the full prompts (a cached forward is not checkpointed), recomputing layers
+        // with gradient checkpointing the prefix forward's layers are checkpointed (their keys and values outputs of the
+        // checkpoint) and recomputed once each in backward; the continuation keeps its activations
         vla.Model.LanguageModel.Model.GradientCheckpointing = true;
         long before = VlaBias.Model.CheckpointedLayer.Recomputed;
         var checkpointed = Run(true);
+        long recomputed = VlaBias.Model.CheckpointedLayer.Recomputed - before;
+        before = VlaBias.Model.CheckpointedLayer.Recomputed;
+        var checkpointedFull = Run(false);
+        long recomputedFull = VlaBias.Model.CheckpointedLayer.Recomputed - before;
         vla.Model.LanguageModel.Model.GradientCheckpointing = false;
-        Assert.That(VlaBias.Model.CheckpointedLayer.Recomputed - before, Is.GreaterThanOrEqualTo(vla.Model.Config.Text.NumHiddenLayers), "every layer recomputed");
-        Assert.That(checkpointed.loss, Is.EqualTo(full.loss).Within(1e-6));
-        Assert.That(checkpointed.grads.Zip(full.grads).Max(g => g.First.Zip(g.Second).Max(x => Math.Abs(x.First - x.Second))), Is.LessThan(1e-5));
+        int layers = vla.Model.Config.Text.NumHiddenLayers;
+        Assert.That(recomputed, Is.EqualTo(layers), "every prefix layer recomputed once, the continuation not checkpointed");
+        Assert.That(recomputedFull, Is.EqualTo(layers), "full prompts: every layer recomputed once");
+        double Diff(float[][] a, float[][] b) => a.Zip(b).Max(g => g.First.Zip(g.Second).Max(x => Math.Abs(x.First - x.Second)));
+        TestContext.Out.WriteLine($"checkpointed shared {checkpointed.loss:E6} (max |Δ grad| {Diff(checkpointed.grads, shared.grads):E2} to unchecked shared), full {checkpointedFull.loss:E6}");
+        Assert.That(checkpointed.loss, Is.EqualTo(shared.loss).Within(1e-6));
+        Assert.That(Diff(checkpointed.grads, shared.grads), Is.LessThan(1e-6), "checkpointing the prefix changes no gradient");
+        Assert.That(Diff(checkpointed.grads, full.grads), Is.LessThan(1e-5));
+        Assert.That(checkpointedFull.loss, Is.EqualTo(full.loss).Within(1e-6));
+        Assert.That(Diff(checkpointedFull.grads, full.grads), Is.LessThan(1e-5));
     }
 }

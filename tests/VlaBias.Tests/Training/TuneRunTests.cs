@@ -114,6 +114,41 @@ public class TuneRunTests
         Assert.That(resumed.Stdout, Does.Contain("stopped: validation pairwise probe gap"));
     }
 
+    [Test]
+    public void Gradient_checkpointing_trains_the_same_adapter_and_is_off_on_auto_for_a_small_model()
+    {
+        var runs = Path.Combine(dir, "runs-gc");
+        string[] Run(string name, string mode)
+        {
+            var args = Args(runs, name, 4, "--final-eval", "false", "--gradient-checkpointing", mode, "--verbose");
+            args[Array.IndexOf(args, "--lora-dropout") + 1] = "0";   // dropout masks differ on recomputation
+            return args;
+        }
+        var off = CliRunner.Run(dir, Run("auto", "auto"));
+        Assert.That(off.ExitCode, Is.EqualTo(0), off.Stderr);
+        Assert.That(off.Stderr + off.Stdout, Does.Contain("gradient checkpointing off (auto: "));
+        var on = CliRunner.Run(dir, Run("on", "on"));
+        Assert.That(on.ExitCode, Is.EqualTo(0), on.Stderr);
+        Assert.That(on.Stderr + on.Stdout, Does.Contain("gradient checkpointing on (gradient_checkpointing on)"));
+        double[] Losses(string name) => JsonNode.Parse(File.ReadAllText(Path.Combine(runs, name, "trainer_state.json")))!["evaluations"]!.AsArray()
+            .SelectMany(e => new[] { e!["bias"]!.GetValue<double>(), e["cider_d"]!.GetValue<double>() }).ToArray();
+        var a = Losses("auto");
+        var b = Losses("on");
+        Assert.That(a, Has.Length.EqualTo(2), "one validation (step 4): bias and CIDEr-D");
+        Assert.That(b, Has.Length.EqualTo(a.Length));
+        for (int i = 0; i < a.Length; i++) Assert.That(b[i], Is.EqualTo(a[i]).Within(1e-5), "the validation at the same step");
+        using var fa = VlaBias.Weights.SafeTensorsFile.Open(Path.Combine(runs, "auto", "adapter_model.safetensors"));
+        using var fb = VlaBias.Weights.SafeTensorsFile.Open(Path.Combine(runs, "on", "adapter_model.safetensors"));
+        Assert.That(fb.Entries.Keys, Is.EquivalentTo(fa.Entries.Keys));
+        double maxDiff = fa.Entries.Keys.Max(n =>
+        {
+            using var ta = fa.Read(n);
+            using var tb = fb.Read(n);
+            return (ta - tb).abs().max().item<float>();
+        });
+        Assert.That(maxDiff, Is.LessThan(1e-5), "the same adapter after 4 steps");
+    }
+
     private static string Json(string run, string file, string key) => JsonNode.Parse(File.ReadAllText(Path.Combine(run, file)))![key]!.ToJsonString();
 
     private static JsonObject WithoutTiming(string file)
