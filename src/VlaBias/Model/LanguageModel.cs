@@ -43,6 +43,12 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
         var v = v_proj.call(x).view(b, t, kvHeads, headDim).transpose(1, 2);
         q = RotaryEmbedding.Apply(q, ctx.Cos, ctx.Sin);
         k = RotaryEmbedding.Apply(k, ctx.Cos, ctx.Sin);
+        if (ctx.Cache is PrefixCache prefix && prefix.Continues(ctx.CacheStart))
+        {
+            // questions continuing a shared prefix: attend to it without copying it to every row
+            var po = prefix.Attend(layerIndex, q, k, v, ctx.Mask ?? throw new InvalidOperationException("a continuation needs its mask"));
+            return o_proj.call(po.transpose(1, 2).reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
+        }
         if (ctx.Cache is not null) (k, v) = ctx.Cache.Update(layerIndex, k, v, ctx.CacheStart); // (B, kvH, S, D)
         long g = heads / kvHeads;
         if (g > 1 && t == 1)

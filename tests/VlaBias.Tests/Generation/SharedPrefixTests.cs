@@ -102,6 +102,14 @@ public class SharedPrefixTests
         for (int r = 0; r < prompts.Count; r++)
             for (int o = 0; o < 2; o++)
                 Assert.That(a[r][o], Is.EqualTo(b[r][o]).Within(1e-5), $"row {r} option {o}");
+
+        // images with different numbers of questions (attention then meets each prefix's rows in a matmul of its own)
+        var uneven = Enumerable.Range(0, prompts.Count).Where(r => imageOfRow[r] == 2 || r < 4).ToList();
+        Assert.That(uneven.Count(r => imageOfRow[r] == 0), Is.Not.EqualTo(uneven.Count(r => imageOfRow[r] == 2)));
+        var c = Evaluator.ScoreOptions(vla, gen, uneven.Select(r => prompts[r]).ToList(), features, uneven.Select(r => imageOfRow[r]).ToList(), ["yes", "no"], share: true);
+        for (int k = 0; k < uneven.Count; k++)
+            for (int o = 0; o < 2; o++)
+                Assert.That(c[k][o], Is.EqualTo(b[uneven[k]][o]).Within(1e-5), $"uneven row {uneven[k]} option {o}");
     }
 
     [Test]
