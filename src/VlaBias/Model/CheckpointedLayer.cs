@@ -34,6 +34,25 @@ internal sealed class CheckpointedLayer : autograd.SingleTensorFunction<Checkpoi
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        var (layer, x, cos, sin, mask) = LayerCheckpoint.Save(ctx, vars);
+        using var _ = no_grad();
+        return layer.call(new DecoderInput(x, new DecoderContext(cos, sin, mask, null, 0)));
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        var gradInput = LayerCheckpoint.Backward(ctx, (layer, x, cos, sin, mask) => [layer.call(new DecoderInput(x, new DecoderContext(cos, sin, mask, null, 0)))], [gradOutput]);
+        // one gradient per apply() argument: layer, x, cos, sin, mask, has_mask, anchor
+        return [null!, gradInput!, null!, null!, null!, null!, null!];
+    }
+}
+
+/// <summary>What both checkpoints save in forward (the layer's input, rotary tables and mask) and do in backward.</summary>
+internal static class LayerCheckpoint
+{
+    /// <summary>Saves apply's arguments (layer, x, cos, sin, mask, has_mask, ...) for backward and returns them.</summary>
+    public static (LlamaDecoderLayer layer, Tensor x, Tensor cos, Tensor sin, Tensor? mask) Save(autograd.AutogradContext ctx, object[] vars)
+    {
         var layer = (LlamaDecoderLayer)vars[0];
         Tensor x = (Tensor)vars[1], cos = (Tensor)vars[2], sin = (Tensor)vars[3], mask = (Tensor)vars[4];
         bool hasMask = (bool)vars[5];
@@ -41,27 +60,28 @@ internal sealed class CheckpointedLayer : autograd.SingleTensorFunction<Checkpoi
         ctx.save_data("layer", layer);
         ctx.save_data("has_mask", hasMask);
         ctx.save_data("x_requires_grad", x.requires_grad);
-        using var _ = no_grad();
-        return layer.call(new DecoderInput(x, new DecoderContext(cos, sin, hasMask ? mask : null, null, 0)));
+        return (layer, x, cos, sin, hasMask ? mask : null);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    /// <summary>
+    /// Runs the layer again with gradients from its saved input (<paramref name="run"/> returns the function's outputs),
+    /// back-propagates <paramref name="grads"/> through them (an undefined one is skipped) and returns the input's gradient.
+    /// </summary>
+    public static Tensor? Backward(autograd.AutogradContext ctx, Func<LlamaDecoderLayer, Tensor, Tensor, Tensor, Tensor?, Tensor[]> run, IReadOnlyList<Tensor> grads)
     {
-        CountRecomputation();
+        CheckpointedLayer.CountRecomputation();
         var saved = ctx.get_saved_variables();
         var layer = (LlamaDecoderLayer)ctx.get_data("layer");
         bool hasMask = (bool)ctx.get_data("has_mask");
-        Tensor? gradInput = null;
-        using (var scope = NewDisposeScope())
-        using (enable_grad())
-        {
-            var x = saved[0].detach().requires_grad_(true);
-            var output = layer.call(new DecoderInput(x, new DecoderContext(saved[1], saved[2], hasMask ? saved[3] : null, null, 0)));
-            autograd.backward([output], [gradOutput]);
-            if ((bool)ctx.get_data("x_requires_grad") && x.grad is { } g) gradInput = g.detach().MoveToOuterDisposeScope();
-        }
-        // one gradient per apply() argument: layer, x, cos, sin, mask, has_mask, anchor
-        return [null!, gradInput!, null!, null!, null!, null!, null!];
+        using var scope = NewDisposeScope();
+        using var _ = enable_grad();
+        var x = saved[0].detach().requires_grad_(true);
+        var outputs = run(layer, x, saved[1], saved[2], hasMask ? saved[3] : null);
+        var pairs = outputs.Zip(grads).Where(p => p.Second is { IsInvalid: false }).ToList();
+        if (pairs.Count > 0) autograd.backward(pairs.Select(p => p.First).ToList(), pairs.Select(p => p.Second).ToList());
+        Tensor? gradInput = (bool)ctx.get_data("x_requires_grad") && x.grad is { } g ? g.detach().MoveToOuterDisposeScope() : null;
+        foreach (var o in outputs) o.Dispose();
+        return gradInput;
     }
 }
 
@@ -116,18 +136,12 @@ internal sealed class CheckpointedPrefixLayer : autograd.MultiTensorFunction<Che
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        var layer = (LlamaDecoderLayer)vars[0];
-        Tensor x = (Tensor)vars[1], cos = (Tensor)vars[2], sin = (Tensor)vars[3], mask = (Tensor)vars[4];
-        bool hasMask = (bool)vars[5];
-        ctx.save_for_backward([x, cos, sin, mask]);
-        ctx.save_data("layer", layer);
-        ctx.save_data("has_mask", hasMask);
-        ctx.save_data("x_requires_grad", x.requires_grad);
+        var (layer, x, cos, sin, mask) = LayerCheckpoint.Save(ctx, vars);
         // An output nothing used (the last layer's hidden state: a prefix forward computes no logits) gets no gradient;
         // TorchSharp would make zeros from an empty_like of the output that the forward's dispose scope has freed by then.
         ctx.set_materialize_grads(false);
         using var _ = no_grad();
-        var (output, k, v) = Run(layer, x, cos, sin, hasMask ? mask : null);
+        var (output, k, v) = Run(layer, x, cos, sin, mask);
         var returned = (Returned)vars[7];
         (returned.K, returned.V) = (k, v);
         return [output, k, v];
@@ -135,22 +149,11 @@ internal sealed class CheckpointedPrefixLayer : autograd.MultiTensorFunction<Che
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
-        CheckpointedLayer.CountRecomputation();
-        var saved = ctx.get_saved_variables();
-        var layer = (LlamaDecoderLayer)ctx.get_data("layer");
-        bool hasMask = (bool)ctx.get_data("has_mask");
-        Tensor? gradInput = null;
-        using (var scope = NewDisposeScope())
-        using (enable_grad())
+        var gradInput = LayerCheckpoint.Backward(ctx, (layer, x, cos, sin, mask) =>
         {
-            var x = saved[0].detach().requires_grad_(true);
-            var (output, k, v) = Run(layer, x, saved[1], saved[2], hasMask ? saved[3] : null);
-            var pairs = new[] { output, k, v }.Zip(grads).Where(p => p.Second is { IsInvalid: false }).ToList();
-            if (pairs.Count > 0) autograd.backward(pairs.Select(p => p.First).ToList(), pairs.Select(p => p.Second).ToList());
-            if ((bool)ctx.get_data("x_requires_grad") && x.grad is { } g) gradInput = g.detach().MoveToOuterDisposeScope();
-            k.Dispose();
-            v.Dispose();
-        }
+            var (output, k, v) = Run(layer, x, cos, sin, mask);
+            return [output, k, v];
+        }, grads);
         // one gradient per apply() argument: layer, x, cos, sin, mask, has_mask, anchor, returned
         return [null!, gradInput!, null!, null!, null!, null!, null!, null!];
     }
