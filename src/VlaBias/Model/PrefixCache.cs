@@ -59,27 +59,17 @@ public sealed class PrefixCache(int layers) : IKvCache
         long b = q.shape[0], heads = q.shape[1], t = q.shape[2], d = q.shape[3];
         long prefixes = pk.shape[0], kvHeads = pk.shape[1], p = pk.shape[2], group = heads / kvHeads;
         var qg = q.reshape(b, kvHeads, group * t, d);                       // head h = kvHead · group + i
-        // the rows of each prefix, and the permutation that puts the grouped results back in row order
-        long[] prefixOf = rows is null ? Enumerable.Range(0, (int)b).Select(i => (long)i).ToArray() : rows.cpu().data<long>().ToArray();
-        var groups = Enumerable.Range(0, (int)prefixes)
-            .Select(j => (j, idx: Enumerable.Range(0, (int)b).Where(i => prefixOf[i] == j).Select(i => (long)i).ToArray()))
-            .Where(x => x.idx.Length > 0).ToList();
-        var order = groups.SelectMany(x => x.idx).ToArray();
-        var back = new long[b];
-        for (int i = 0; i < order.Length; i++) back[order[i]] = i;
-        var backIndex = tensor(back, device: q.device);
+        var (groups, uniform, orderIndex, backIndex) = layout ??= Layout.Of(rows, prefixes, b, q.device);
 
         // Rows of prefix j: [n_j, kvH, gT, X] ↔ [kvH, n_j·gT, X], one matmul against that prefix's [kvH, ·, ·]. When every
         // prefix has the same number of rows (K probes per image, the same questions for every image) all prefixes go in
         // one batched matmul over [G, kvH, n·gT, X] instead: a handful of operations per layer whatever G is.
-        bool uniform = groups.Count == prefixes && groups.All(x => x.idx.Length == groups[0].idx.Length);
-        var orderIndex = tensor(order, device: q.device);
         Tensor PerPrefix(Tensor rowsTensor, Tensor prefixTensor, bool transposed, long width)
         {
             long x = rowsTensor.shape[3];
             if (uniform)
             {
-                long n = groups[0].idx.Length;
+                long n = groups[0].Count;
                 var flat = rowsTensor.index_select(0, orderIndex).view(prefixes, n, kvHeads, group * t, x).permute(0, 2, 1, 3, 4)
                     .reshape(prefixes, kvHeads, n * group * t, x);
                 var res = flat.matmul(transposed ? prefixTensor.transpose(-2, -1) : prefixTensor);          // [G, kvH, n·gT, W]
@@ -88,10 +78,10 @@ public sealed class PrefixCache(int layers) : IKvCache
             }
             return cat(groups.Select(g =>
             {
-                long n = g.idx.Length;
-                var part = rowsTensor.index_select(0, tensor(g.idx, device: q.device));
+                long n = g.Count;
+                var part = rowsTensor.index_select(0, g.Rows);
                 var flat = part.permute(1, 0, 2, 3).reshape(kvHeads, n * group * t, x);
-                var mine = prefixTensor[g.j];
+                var mine = prefixTensor[g.Prefix];
                 return flat.matmul(transposed ? mine.transpose(-2, -1) : mine).reshape(kvHeads, n, group * t, width).permute(1, 0, 2, 3);
             }).ToList(), 0).index_select(0, backIndex);
         }
@@ -107,9 +97,42 @@ public sealed class PrefixCache(int layers) : IKvCache
         return (fromPrefix + fromOwn).reshape(b, heads, t, d).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Which continuation rows belong to which prefix, the same for every layer of a forward (so found once): per prefix
+    /// with rows, its index and rows; whether all prefixes have equally many; the rows grouped by prefix (order) and the
+    /// permutation back to row order.
+    /// </summary>
+    private sealed record Layout(List<(int Prefix, long Count, Tensor Rows)> Groups, bool Uniform, Tensor Order, Tensor Back) : IDisposable
+    {
+        public static Layout Of(Tensor? rows, long prefixes, long b, Device device)
+        {
+            long[] prefixOf = rows is null ? Enumerable.Range(0, (int)b).Select(i => (long)i).ToArray() : rows.cpu().data<long>().ToArray();
+            var groups = Enumerable.Range(0, (int)prefixes)
+                .Select(j => (j, idx: Enumerable.Range(0, (int)b).Where(i => prefixOf[i] == j).Select(i => (long)i).ToArray()))
+                .Where(x => x.idx.Length > 0).ToList();
+            var order = groups.SelectMany(x => x.idx).ToArray();
+            var back = new long[b];
+            for (int i = 0; i < order.Length; i++) back[order[i]] = i;
+            bool uniform = groups.Count == prefixes && groups.All(x => x.idx.Length == groups[0].idx.Length);
+            return new Layout(groups.Select(x => (x.j, (long)x.idx.Length, tensor(x.idx, device: device).DetachFromDisposeScope())).ToList(),
+                uniform, tensor(order, device: device).DetachFromDisposeScope(), tensor(back, device: device).DetachFromDisposeScope());
+        }
+
+        public void Dispose()
+        {
+            foreach (var g in Groups) g.Rows.Dispose();
+            Order.Dispose();
+            Back.Dispose();
+        }
+    }
+
+    private Layout? layout;
+
     /// <summary>Row i of what follows continues prefix row <paramref name="rows"/>[i] (composes with an earlier reorder).</summary>
     public void Reorder(Tensor rows)
     {
+        layout?.Dispose();
+        layout = null;
         var index = rows.to_type(ScalarType.Int64).to(keys[0]?.device ?? CPU);
         var composed = (this.rows is null ? index.clone() : this.rows.index_select(0, index)).DetachFromDisposeScope();
         this.rows?.Dispose();
@@ -121,5 +144,6 @@ public sealed class PrefixCache(int layers) : IKvCache
         foreach (var t in keys) t?.Dispose();
         foreach (var t in values) t?.Dispose();
         rows?.Dispose();
+        layout?.Dispose();
     }
 }
