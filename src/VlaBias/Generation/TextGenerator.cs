@@ -32,13 +32,8 @@ public sealed class TextGenerator(IEngine engine)
     public IEngine Engine => engine;
     private PromptFormat Prompts => engine.Prompts;
 
-    // One Scalar for the life of the process. An implicit double → Scalar conversion per call leaves a Scalar that only
-    // the finalizer frees, and the finalizer thread can free it while index_fill still reads it (TorchSharp does not keep
-    // it alive over the native call): a bench run died with "Expected false to be true ... toFloat" inside index_fill.
-    private static readonly Scalar MinusInfinity = double.NegativeInfinity.ToScalar();
-
     private Tensor Choosable(Tensor logProbs, bool allowEos) =>
-        logProbs.index_fill(1, tensor(allowEos ? Prompts.Suppressed : [.. Prompts.Suppressed, Prompts.EosId]), MinusInfinity);
+        logProbs.index_fill(1, tensor(allowEos ? Prompts.Suppressed : [.. Prompts.Suppressed, Prompts.EosId]), Scalars.MinusInfinity);
 
     public IReadOnlyList<Generated> Generate(Batch batch, GenerationOptions options, TokenPenalty? penalty = null)
     {

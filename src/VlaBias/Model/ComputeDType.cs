@@ -32,10 +32,11 @@ public static class ComputeDType
     };
 
     /// <summary>The dtype to load the checkpoint DIR in for --dtype <paramref name="name"/>; logs the choice.</summary>
-    public static Choice Resolve(string name, string dir)
+    /// <param name="parameters">The checkpoint's parameter count when the caller counts it too (default: counted here).</param>
+    public static Choice Resolve(string name, string dir, Func<long>? parameters = null)
     {
         string folder = Assets.Resolve(dir);
-        var choice = Resolve(name, () => ParameterCount(folder), CpuInfo.This, () =>
+        var choice = Resolve(name, parameters ?? (() => ParameterCount(folder)), CpuInfo.This, () =>
         {
             var text = LlavaConfig.Load(Path.Combine(folder, "config.json")).Text;
             return DTypeCalibration.Default.Speedup(text.IntermediateSize, text.HiddenSize);

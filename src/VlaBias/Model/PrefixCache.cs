@@ -13,9 +13,6 @@ namespace VlaBias.Model;
 
 public sealed class PrefixCache(int layers) : IKvCache
 {
-    // one Scalar for the process: an implicit conversion per call leaves one for the finalizer thread, which can free it
-    // while the native call still reads it (see TextGenerator)
-    private static readonly Scalar MinusInfinity = double.NegativeInfinity.ToScalar();
 
     private readonly Tensor?[] keys = new Tensor?[layers], values = new Tensor?[layers];
     private Tensor? rows;           // continuation row → prefix row; null = one to one
@@ -91,7 +88,7 @@ public sealed class PrefixCache(int layers) : IKvCache
         var ownScores = qg.matmul(k.transpose(-2, -1));                                               // [B, kvH, gT, T]
         var allowed = mask.unsqueeze(2).expand(b, 1, group, t, p + t).reshape(b, 1, group * t, p + t);
         var probs = (cat([prefixScores, ownScores], -1).to_type(ScalarType.Float32) * scale)
-            .masked_fill(allowed.logical_not(), MinusInfinity).softmax(-1).to_type(q.dtype);
+            .masked_fill(allowed.logical_not(), Scalars.MinusInfinity).softmax(-1).to_type(q.dtype);
         var fromPrefix = PerPrefix(probs.narrow(-1, 0, p), pv, transposed: false, d);                 // [B, kvH, gT, D]
         var fromOwn = probs.narrow(-1, p, t).matmul(v);
         return (fromPrefix + fromOwn).reshape(b, heads, t, d).MoveToOuterDisposeScope();

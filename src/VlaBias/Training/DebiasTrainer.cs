@@ -52,8 +52,9 @@ public static class DebiasTrainer
         Log.Information("tune: run folder {Run}", run.Dir);
 
         Vla vla;
-        using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Resolve(cfg.DType, cfg.Model).DType);
-        var (checkpointing, why) = TuneConfig.Checkpointing(cfg.GradientCheckpointing, () => ComputeDType.ParameterCount(Assets.Resolve(cfg.Model)));
+        var parameterCount = new Lazy<long>(() => ComputeDType.ParameterCount(Assets.Resolve(cfg.Model)));   // read for auto only, once
+        using (phases.Time("load model")) vla = Vla.Load(cfg.Model, dtype: ComputeDType.Resolve(cfg.DType, cfg.Model, () => parameterCount.Value).DType);
+        var (checkpointing, why) = TuneConfig.Checkpointing(cfg.GradientCheckpointing, () => parameterCount.Value);
         vla.Model.LanguageModel.Model.GradientCheckpointing = checkpointing;
         Log.Write(checkpointing ? Serilog.Events.LogEventLevel.Information : Serilog.Events.LogEventLevel.Debug,
             "tune: gradient checkpointing {State} ({Reason})", checkpointing ? "on" : "off", why);
