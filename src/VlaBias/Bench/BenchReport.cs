@@ -74,7 +74,9 @@ public static class BenchReport
         var noises = new List<double> { roof.Noise, lora["step_ms"]!["noise"]!.GetValue<double>(), full["step_ms"]!["noise"]!.GetValue<double>() };
         var cfg = bc.Llava(bc.Vocab);
         if (inference.Details["kernel_auto"] is JsonObject auto && auto["small_row_shapes"]!.AsArray().Count == 0)
-            notes.Add($"the kernel choice (auto) gave no linear shape the small-row kernel in this run ({auto["shapes_asked"]} shapes measured): " +
+            notes.Add((auto["available"]!.GetValue<bool>()
+                          ? $"the kernel choice (auto) gave no linear shape the small-row kernel in this run ({auto["shapes_asked"]} shapes measured): "
+                          : "this CPU has no AVX-512, so the small-row kernel cannot run: ") +
                       "each inference figure and its _plain twin ran the same libtorch code, so their ratio is the machine's noise");
         notes.Add("training steps are language-model only on both sides: random inputs_embeds [B, T, C] stand in for the spliced image features and token embeddings");
         notes.Add("lora_mfu counts the FLOPs a LoRA step needs: base forward and activation gradients (4·N·tokens), attention, and the adapters' forward and backward, but no weight gradients for the frozen base; " +

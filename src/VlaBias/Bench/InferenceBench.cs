@@ -91,6 +91,7 @@ public static class InferenceBench
         var asked = vla.Model.Kernels.Calibration.Asked().Where(kv => kv.Key.StartsWith("caller ", StringComparison.Ordinal)).ToList();
         details["kernel_auto"] = new JsonObject
         {
+            ["available"] = LinearKernels.SmallRowsSupported,   // false without AVX-512: the kernel is never chosen
             ["shapes_asked"] = asked.Count,
             ["small_row_shapes"] = new JsonArray(asked.Where(kv => LinearKernels.Chooses(kv.Value)).Select(kv => (JsonNode)kv.Key).ToArray()),
         };

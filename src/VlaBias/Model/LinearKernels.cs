@@ -51,21 +51,30 @@ public sealed class LinearKernels
     private static readonly Lazy<SpinPool> Pool = new(() => new SpinPool(Math.Max(1, Math.Min(get_num_threads(), Environment.ProcessorCount) - 1)));
 
     private readonly KernelCalibration? calibration;
+    private readonly bool available;
     private int decodingThread; // the thread on which this object's decode mode is open, 0 = none
 
     /// <param name="choice">How to choose (default: <see cref="EnvironmentChoice"/>).</param>
     /// <param name="calibration">Where Auto's measurements live (default: <see cref="KernelCalibration.Default"/>, read at first use).</param>
-    public LinearKernels(KernelChoice? choice = null, KernelCalibration? calibration = null)
+    public LinearKernels(KernelChoice? choice = null, KernelCalibration? calibration = null) : this(choice, calibration, SmallRowsSupported) { }
+
+    /// <param name="available">
+    /// Whether the kernel may run at all. Tests pass true on every CPU: without AVX-512 .NET computes Vector512 in
+    /// software, the same arithmetic only slower, so the kernel and the choices around it are checked everywhere;
+    /// models always use <see cref="SmallRowsSupported"/>.
+    /// </param>
+    internal LinearKernels(KernelChoice? choice, KernelCalibration? calibration, bool available)
     {
         Choice = choice ?? EnvironmentChoice;
         this.calibration = calibration;
+        this.available = available;
     }
 
     /// <summary>How this object chooses; settable so a bench can time the same model with the kernel forced off.</summary>
     public KernelChoice Choice { get; set; }
 
     /// <summary>Whether this object may choose the small-row kernel at all.</summary>
-    public bool SmallRows => Choice != KernelChoice.Libtorch && SmallRowsSupported;
+    public bool SmallRows => Choice != KernelChoice.Libtorch && available;
 
     /// <summary>Whether decode mode is open on the calling thread.</summary>
     public bool InDecodeMode => decodingThread != 0 && decodingThread == Environment.CurrentManagedThreadId;

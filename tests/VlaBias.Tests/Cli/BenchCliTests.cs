@@ -44,6 +44,8 @@ public class BenchCliTests
             Assert.That(o["full"]!["trainable_params"]!.GetValue<long>(), Is.GreaterThan(o["lora"]!["trainable_params"]!.GetValue<long>()));
             // which shapes auto gave the small-row kernel, and the note that says when the twins ran the same code
             var auto = o["inference"]!["kernel_auto"]!;
+            Assert.That(auto["available"]!.GetValue<bool>(), Is.EqualTo(LinearKernels.SmallRowsSupported));
+            if (!LinearKernels.SmallRowsSupported) Assert.That(auto["small_row_shapes"]!.AsArray(), Is.Empty, "no AVX-512: never chosen");
             if (LinearKernels.SmallRowsSupported && LinearKernels.EnvironmentChoice == KernelChoice.Auto)
                 Assert.That(auto["shapes_asked"]!.GetValue<int>(), Is.GreaterThan(0), "auto measured the shapes it ran");
             bool sameCode = auto["small_row_shapes"]!.AsArray().Count == 0;
