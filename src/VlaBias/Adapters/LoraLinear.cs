@@ -65,10 +65,15 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var result = base_layer.call(x);
         var xa = dropout is null ? x : dropout.call(x);
+        // h·Bᵀ multiplies by a contiguous copy of Bᵀ [r, out] (an r × out copy, and its gradient copied back): then
+        // backward's ∂h = ∂y·B reads it as the transpose of a row-major matrix, the layout of every linear's x·Wᵀ,
+        // where BLAS is fast. Multiplying by the view B.t() leaves backward a row-major [out, r] operand with r = 8
+        // columns, which MKL ran 2.2-3.1× slower ([864, 384]·[384, 8]: 665 against 217 µs; a whole q_proj-sized
+        // adapter's forward and backward 5.4 against 3.5 ms at 864 rows; AMD EPYC family 25 model 1, one thread).
         if (xa.dtype != lora_A.weight.dtype)
         {
             // lower-precision base: the adapter path in fp32, joined to the base output in its dtype
-            var delta = lora_B.call(lora_A.call(xa.to_type(lora_A.weight.dtype))).mul(Scaling);
+            var delta = lora_A.call(xa.to_type(lora_A.weight.dtype)).matmul(lora_B.weight.t().contiguous()).mul(Scaling);
             return (result + delta.to_type(result.dtype)).MoveToOuterDisposeScope();
         }
         var h = lora_A.call(xa);
@@ -77,7 +82,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         // multiply pass and an add pass over [tokens, out] forward and backward. addmm's alpha is a float, which is
         // the precision fp32/bf16 kernels use for the scalar anyway; fp64 keeps the two-op form above.
         long outF = result.shape[^1], r = h.shape[^1];
-        var fused = addmm(result.reshape(-1, outF), h.reshape(-1, r), lora_B.weight.t(), 1.0f, (float)Scaling);
+        var fused = addmm(result.reshape(-1, outF), h.reshape(-1, r), lora_B.weight.t().contiguous(), 1.0f, (float)Scaling);
         return fused.view(result.shape).MoveToOuterDisposeScope();
     }
 
