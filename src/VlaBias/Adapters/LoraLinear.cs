@@ -70,10 +70,11 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         // where BLAS is fast. Multiplying by the view B.t() leaves backward a row-major [out, r] operand with r = 8
         // columns, which MKL ran 2.2-3.1× slower ([864, 384]·[384, 8]: 665 against 217 µs; a whole q_proj-sized
         // adapter's forward and backward 5.4 against 3.5 ms at 864 rows; AMD EPYC family 25 model 1, one thread).
+        // Without a gradient to record (evaluation, every decode step) there is no backward, and the view is as fast.
         if (xa.dtype != lora_A.weight.dtype)
         {
             // lower-precision base: the adapter path in fp32, joined to the base output in its dtype
-            var delta = lora_A.call(xa.to_type(lora_A.weight.dtype)).matmul(lora_B.weight.t().contiguous()).mul(Scaling);
+            var delta = lora_A.call(xa.to_type(lora_A.weight.dtype)).matmul(BTransposed()).mul(Scaling);
             return (result + delta.to_type(result.dtype)).MoveToOuterDisposeScope();
         }
         var h = lora_A.call(xa);
@@ -82,9 +83,12 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         // multiply pass and an add pass over [tokens, out] forward and backward. addmm's alpha is a float, which is
         // the precision fp32/bf16 kernels use for the scalar anyway; fp64 keeps the two-op form above.
         long outF = result.shape[^1], r = h.shape[^1];
-        var fused = addmm(result.reshape(-1, outF), h.reshape(-1, r), lora_B.weight.t().contiguous(), 1.0f, (float)Scaling);
+        var fused = addmm(result.reshape(-1, outF), h.reshape(-1, r), BTransposed(), 1.0f, (float)Scaling);
         return fused.view(result.shape).MoveToOuterDisposeScope();
     }
+
+    private Tensor BTransposed() =>
+        is_grad_enabled() && lora_B.weight.requires_grad ? lora_B.weight.t().contiguous() : lora_B.weight.t();
 
     /// <summary>
     /// W + scaling · B·A, computed in fp32 (fp64 for an fp64 model) and returned in the base weight's dtype (a new tensor; the base is not changed).
