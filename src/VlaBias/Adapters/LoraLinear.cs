@@ -1,9 +1,10 @@
 // One LoRA-wrapped linear layer (PEFT's tuners/lora/layer.py): x [.., in] → base_layer(x) + lora_B(lora_A(dropout(x))) ·
 // scaling, [.., out]; base_layer(x) alone while disabled. base_layer is the model's own KernelLinear, untouched and
 // frozen; lora_A [r, in] and lora_B [out, r] are the only trainable tensors. Child names are PEFT's, so state_dict keys read "<path>.base_layer.weight", "<path>.lora_A.weight".
-// Precision: the adapter is never below fp32. On a bf16 base (`--dtype bf16`) lora_A/lora_B, their gradients and so the
-// optimizer's state stay fp32; the adapter path runs in fp32 on x cast up, and its output is cast to the base's dtype
-// where it joins the base output (as PEFT does under autocast with an fp32 adapter).
+// Precision: the adapter's weights are never below fp32. On a bf16 base (`--dtype bf16`) lora_A/lora_B, their gradients
+// and so the optimizer's state stay fp32; the adapter path multiplies in the base's dtype by copies of A and B cast
+// down (as PyTorch autocast runs an fp32 adapter on a bf16 model), so the [tokens, in] activations are never cast up,
+// and the gradients reach A and B through those casts as fp32.
 using TorchSharp;
 using TorchSharp.Modules;
 using VlaBias.Model;
@@ -71,24 +72,25 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         // columns, which MKL ran 2.2-3.1× slower ([864, 384]·[384, 8]: 665 against 217 µs; a whole q_proj-sized
         // adapter's forward and backward 5.4 against 3.5 ms at 864 rows; AMD EPYC family 25 model 1, one thread).
         // Without a gradient to record (evaluation, every decode step) there is no backward, and the view is as fast.
-        if (xa.dtype != lora_A.weight.dtype)
-        {
-            // lower-precision base: the adapter path in fp32, joined to the base output in its dtype
-            var delta = lora_A.call(xa.to_type(lora_A.weight.dtype)).matmul(BTransposed()).mul(Scaling);
-            return (result + delta.to_type(result.dtype)).MoveToOuterDisposeScope();
-        }
-        var h = lora_A.call(xa);
+        // A lower-precision base (bf16) multiplies by A and B cast down to it: casting x up to fp32 instead, and the
+        // delta back, cost the bench config's bf16 LoRA step about 100 of ~650 ms (fp32 sgemm on [1024, in] × [in, 8]
+        // plus two casts of every adapted layer's activations, forward and backward; AMD EPYC family 25 model 17).
+        bool lower = xa.dtype != lora_A.weight.dtype;
+        var h = lower ? xa.matmul(lora_A.weight.to_type(xa.dtype).t()) : lora_A.call(xa);
         if (result.dtype == ScalarType.Float64) return (result + lora_B.call(h).mul(Scaling)).MoveToOuterDisposeScope();
         // result + scaling · h·Bᵀ as one GEMM that accumulates into the base output (addmm, beta 1): saves a
         // multiply pass and an add pass over [tokens, out] forward and backward. addmm's alpha is a float, which is
         // the precision fp32/bf16 kernels use for the scalar anyway; fp64 keeps the two-op form above.
         long outF = result.shape[^1], r = h.shape[^1];
-        var fused = addmm(result.reshape(-1, outF), h.reshape(-1, r), BTransposed(), 1.0f, (float)Scaling);
+        var fused = addmm(result.reshape(-1, outF), h.reshape(-1, r), BTransposed(h.dtype), 1.0f, (float)Scaling);
         return fused.view(result.shape).MoveToOuterDisposeScope();
     }
 
-    private Tensor BTransposed() =>
-        is_grad_enabled() && lora_B.weight.requires_grad ? lora_B.weight.t().contiguous() : lora_B.weight.t();
+    private Tensor BTransposed(ScalarType dtype)
+    {
+        var b = dtype == lora_B.weight.dtype ? lora_B.weight : lora_B.weight.to_type(dtype);
+        return is_grad_enabled() && lora_B.weight.requires_grad ? b.t().contiguous() : b.t();
+    }
 
     /// <summary>
     /// W + scaling · B·A, computed in fp32 (fp64 for an fp64 model) and returned in the base weight's dtype (a new tensor; the base is not changed).
