@@ -5,7 +5,7 @@
 // Step = forward + cross-entropy over all positions, backward, clip_grad_norm_(1.0), AdamW (wd 0.01), zero_grad.
 // Each part is timed on its own (CPU kernels are synchronous), which is the profile `bench` reports.
 // lora-bf16 is the LoRA step on a bf16 base (weights and activations bf16; adapters, their optimizer state and the
-// loss fp32), as `tune --dtype bf16` trains.
+// loss fp32), as `tune --dtype bf16` trains. `attention` records which attention (AttentionChoice) each shape took.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using TorchSharp;
@@ -111,7 +111,17 @@ public static class TrainStepBench
             ["threads"] = get_num_threads(),
             ["final_loss"] = Timings.Round(lastLoss),
             ["peak_rss_mb"] = PeakRssMb(),
+            ["attention"] = AttentionJson(),
         };
+    }
+
+    /// <summary>Which attention each shape bucket of this process took (AttentionChoice: matmul or sdpa), and the forced mode if any.</summary>
+    public static JsonObject AttentionJson()
+    {
+        var choice = AttentionChoice.Default;
+        var buckets = new JsonObject();
+        foreach (var (key, matmul) in choice.Asked().OrderBy(kv => kv.Key, StringComparer.Ordinal)) buckets[key] = matmul ? "matmul" : "sdpa";
+        return new JsonObject { ["mode"] = choice.ForcedMode.ToString().ToLowerInvariant(), ["buckets"] = buckets };
     }
 
     /// <summary>VmHWM of this process in MB (Linux /proc/self/status), or null where it cannot be read.</summary>

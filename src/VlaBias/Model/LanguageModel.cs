@@ -50,26 +50,8 @@ public sealed class LlamaAttention : nn.Module<DecoderInput, Tensor>
             return o_proj.call(po.transpose(1, 2).reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
         }
         if (ctx.Cache is not null) (k, v) = ctx.Cache.Update(layerIndex, k, v, ctx.CacheStart); // (B, kvH, S, D)
-        long g = heads / kvHeads;
-        if (g > 1 && t == 1)
-        {
-            // One query per row (a decode step): group the query heads by their key/value head instead of copying
-            // the whole cache to every query head. q (B, H, 1, D) → (B, kvH, g, D); the mask (B, 1, 1, S) broadcasts,
-            // and without a mask there is one key (no cache), which every grouped query sees under is_causal too.
-            q = q.reshape(b, kvHeads, g, headDim);
-        }
-        else if (g > 1)
-        {
-            // Each key/value head serves g query heads: expand is a view, reshape makes the one copy SDPA needs
-            // (cheaper than repeat_interleave's index-based copy, and the same values).
-            long s = k.shape[2];
-            k = k.unsqueeze(2).expand(b, kvHeads, g, s, headDim).reshape(b, heads, s, headDim); // (B, H, S, D)
-            v = v.unsqueeze(2).expand(b, kvHeads, g, s, headDim).reshape(b, heads, s, headDim);
-        }
-        var o = ctx.Mask is null
-            ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
-            : nn.functional.scaled_dot_product_attention(q, k, v, ctx.Mask);
-        o = o.reshape(b, heads, t, headDim); // grouped rows read back as heads (a view); otherwise already this shape
+        // scaled_dot_product_attention, or in bf16 the two-matmul form where it measured faster on this CPU
+        var o = AttentionChoice.Default.Attend(q, k, v, ctx.Mask);                    // (B, H, T, D)
         return o_proj.call(o.transpose(1, 2).reshape(b, t, heads * headDim)).MoveToOuterDisposeScope();
     }
 }
