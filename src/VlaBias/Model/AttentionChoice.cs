@@ -14,8 +14,6 @@
 // MaxScoreBytes the choice is scaled_dot_product_attention without measuring.
 // VLATUNE_ATTENTION=sdpa|matmul forces one path everywhere (any dtype); auto (or unset) measures.
 using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Serilog;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -36,13 +34,12 @@ public sealed class AttentionChoice
     /// <summary>Scores above this many bytes (fp32, the whole call) always go to scaled_dot_product_attention.</summary>
     public const long MaxScoreBytes = 256L << 20;
 
-    private const int Version = 1;
     private static readonly Lazy<AttentionChoice> DefaultInstance = new(() => new AttentionChoice(
         Path.Combine(KernelCalibration.CacheDirectory(Environment.GetEnvironmentVariable), "attention.json"),
         mode: ParseMode(Environment.GetEnvironmentVariable("VLATUNE_ATTENTION"))));
     private readonly object gate = new();
     private readonly Func<bool> coresFree;
-    private readonly string cpu;
+    private readonly CalibrationFile cache;
     private readonly Dictionary<string, Entry> entries;
     private readonly HashSet<string> unsaved = new(StringComparer.Ordinal);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> asked = new(StringComparer.Ordinal);
@@ -53,10 +50,13 @@ public sealed class AttentionChoice
     public AttentionChoice(string file, string? cpuKey = null, Func<bool>? coresFree = null, Mode mode = Mode.Auto)
     {
         CacheFile = file;
-        cpu = cpuKey ?? CpuInfo.This.Key;
+        cache = new CalibrationFile(file, cpuKey ?? CpuInfo.This.Key, "vlatune attention calibration: median µs per call, scaled_dot_product_attention vs two matmuls",
+            "sdpa_us", "matmul_us", "attention");
         this.coresFree = coresFree ?? CoreLoad.Quiet;
         ForcedMode = mode;
-        entries = mode == Mode.Auto ? ReadCache(file, cpu) : new(StringComparer.Ordinal);
+        entries = mode == Mode.Auto
+            ? cache.Read().ToDictionary(kv => kv.Key, kv => new Entry(kv.Value.First, kv.Value.Second), StringComparer.Ordinal)
+            : new(StringComparer.Ordinal);
     }
 
     /// <summary>The process-wide choice: cached under KernelCalibration.CacheDirectory, VLATUNE_ATTENTION read once.</summary>
@@ -203,59 +203,7 @@ public sealed class AttentionChoice
         return new Entry(KernelCalibration.Median(sdpa), KernelCalibration.Median(matmul));
     }
 
-    /// <summary>This CPU's entries from the cache file; anything unreadable or malformed gives none (and is rewritten on the next save).</summary>
-    private static Dictionary<string, Entry> ReadCache(string file, string cpu)
-    {
-        var result = new Dictionary<string, Entry>(StringComparer.Ordinal);
-        try
-        {
-            if (!File.Exists(file)) return result;
-            if (JsonNode.Parse(File.ReadAllText(file)) is not JsonObject root) return result;
-            if (root["version"] is not JsonValue v || !v.TryGetValue(out int version) || version != Version) return result;
-            if (root["cpus"] is not JsonObject cpus || cpus[cpu] is not JsonObject mine) return result;
-            foreach (var (key, node) in mine)
-            {
-                if (node is not JsonObject e) continue;
-                if (e["sdpa_us"] is JsonValue a && a.TryGetValue(out double sdpaUs) && e["matmul_us"] is JsonValue m && m.TryGetValue(out double matmulUs)
-                    && double.IsFinite(sdpaUs) && double.IsFinite(matmulUs) && sdpaUs > 0 && matmulUs > 0)
-                    result[key] = new Entry(sdpaUs, matmulUs);
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException or FormatException)
-        {
-            Log.Warning("attention: calibration cache {File} is unreadable ({Message}); measuring again", file, e.Message);
-            result.Clear();
-        }
-        return result;
-    }
-
-    /// <summary>Writes this CPU's quiet entries over the file's, keeping other CPUs'; a failed write only costs a later re-measurement.</summary>
-    private void Save()
-    {
-        try
-        {
-            JsonObject cpus = new();
-            try
-            {
-                if (File.Exists(CacheFile) && JsonNode.Parse(File.ReadAllText(CacheFile)) is JsonObject old
-                    && old["version"] is JsonValue v && v.TryGetValue(out int version) && version == Version && old["cpus"] is JsonObject oc)
-                    cpus = (JsonObject)oc.DeepClone();
-            }
-            catch (Exception e) when (e is IOException or JsonException or InvalidOperationException or FormatException) { }
-            var merged = ReadCache(CacheFile, cpu);
-            foreach (var (key, e) in entries)
-                if (!unsaved.Contains(key)) merged[key] = e;
-            var mine = new JsonObject();
-            foreach (var (key, e) in merged.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-                mine[key] = new JsonObject { ["sdpa_us"] = Math.Round(e.SdpaUs, 2), ["matmul_us"] = Math.Round(e.MatmulUs, 2) };
-            cpus[cpu] = mine;
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(CacheFile))!);
-            var root = new JsonObject { ["version"] = Version, ["what"] = "vlatune attention calibration: median µs per call, scaled_dot_product_attention vs two matmuls", ["cpus"] = cpus };
-            AtomicFile.WriteAllText(CacheFile, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Log.Warning("attention: could not write the calibration cache {File}: {Message}", CacheFile, e.Message);
-        }
-    }
+    /// <summary>Writes this CPU's quiet entries (not those measured under load) into the cache file.</summary>
+    private void Save() =>
+        cache.Save(entries.Where(kv => !unsaved.Contains(kv.Key)).Select(kv => KeyValuePair.Create(kv.Key, (kv.Value.SdpaUs, kv.Value.MatmulUs))));
 }

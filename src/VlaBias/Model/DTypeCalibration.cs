@@ -6,8 +6,6 @@
 // cache folder) per CPU model and thread count; read defensively, written atomically, and not written when other
 // processes held the cores during the measurement (CoreLoad), so a loaded run decides only for itself.
 using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Serilog;
 using static TorchSharp.torch;
 
@@ -18,8 +16,8 @@ public sealed class DTypeCalibration(string file, string? cpuKey = null, Func<bo
     /// <summary>Rows of the measured linear: a batch of prompts' worth of positions.</summary>
     public const int Rows = 256;
 
-    private const int Version = 1;
-    private readonly string cpu = cpuKey ?? CpuInfo.This.Key;
+    private readonly CalibrationFile cache = new(file, cpuKey ?? CpuInfo.This.Key, "vlatune dtype calibration: median µs per linear call, fp32 vs bf16",
+        "f32_us", "bf16_us", "dtype", decimals: 3);
     private readonly Func<bool> quiet = coresFree ?? CoreLoad.Quiet;
 
     public static DTypeCalibration Default { get; } = new(Path.Combine(KernelCalibration.CacheDirectory(Environment.GetEnvironmentVariable), "dtype.json"));
@@ -31,16 +29,13 @@ public sealed class DTypeCalibration(string file, string? cpuKey = null, Func<bo
     public double Speedup(long n, long k)
     {
         string key = $"{n}x{k} rows {Rows} threads {get_num_threads()}";
-        var all = Read();
-        if (all[cpu] is JsonObject mine && mine[key] is JsonObject e && e["f32_us"] is JsonValue f && f.TryGetValue(out double f32)
-            && e["bf16_us"] is JsonValue b && b.TryGetValue(out double bf16) && f32 > 0 && bf16 > 0 && double.IsFinite(f32 / bf16))
-            return f32 / bf16;
+        if (cache.Read().TryGetValue(key, out var known)) return known.First / known.Second;
         bool before = quiet();
         var (f32Us, bf16Us) = Measure(n, k);
         Measured++;
-        bool cache = before && quiet();
-        Log.Debug("dtype: {Key}: f32 {F32:F0} µs, bf16 {Bf16:F0} µs per linear{Loaded}", key, f32Us, bf16Us, cache ? "" : " (cores shared: not cached)");
-        if (cache) Save(all, key, f32Us, bf16Us);
+        bool cached = before && quiet();
+        Log.Debug("dtype: {Key}: f32 {F32:F0} µs, bf16 {Bf16:F0} µs per linear{Loaded}", key, f32Us, bf16Us, cached ? "" : " (cores shared: not cached)");
+        if (cached) cache.Save([KeyValuePair.Create(key, (f32Us, bf16Us))]);
         return f32Us / bf16Us;
     }
 
@@ -68,36 +63,5 @@ public sealed class DTypeCalibration(string file, string? cpuKey = null, Func<bo
             bf16.Add(Time(xb, wb));
         }
         return (KernelCalibration.Median(f32), KernelCalibration.Median(bf16));
-    }
-
-    /// <summary>The cache's CPUs, or none when the file is missing or not what this code writes.</summary>
-    private JsonObject Read()
-    {
-        try
-        {
-            if (File.Exists(file) && JsonNode.Parse(File.ReadAllText(file)) is JsonObject root && root["version"] is JsonValue v
-                && v.TryGetValue(out int version) && version == Version && root["cpus"] is JsonObject cpus)
-                return (JsonObject)cpus.DeepClone();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException or FormatException)
-        {
-            Log.Warning("dtype: calibration cache {File} is unreadable ({Message}); measuring again", file, e.Message);
-        }
-        return new JsonObject();
-    }
-
-    private void Save(JsonObject cpus, string key, double f32Us, double bf16Us)
-    {
-        try
-        {
-            if (cpus[cpu] is not JsonObject mine) cpus[cpu] = mine = new JsonObject();
-            mine[key] = new JsonObject { ["f32_us"] = Math.Round(f32Us, 3), ["bf16_us"] = Math.Round(bf16Us, 3) };
-            var root = new JsonObject { ["version"] = Version, ["what"] = "vlatune dtype calibration: median µs per linear call, fp32 vs bf16", ["cpus"] = cpus };
-            AtomicFile.WriteAllText(file, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Log.Warning("dtype: could not write the calibration cache {File}: {Message}", file, e.Message);
-        }
     }
 }

@@ -9,8 +9,6 @@
 // decode mode); "decode" = the kernel split over the SpinPool against libtorch at its current thread count (whether
 // decode mode pays at all). A measurement takes a few ms per shape (at most ~15 timed calls each side, ~40 ms budget).
 using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Serilog;
 using static TorchSharp.torch;
 
@@ -24,14 +22,13 @@ public sealed class KernelCalibration
         public bool SmallFaster => SmallUs < LibtorchUs;
     }
 
-    private const int Version = 1;
     private static readonly Lazy<KernelCalibration> DefaultInstance = new(() => new KernelCalibration(Path.Combine(CacheDirectory(Environment.GetEnvironmentVariable), "kernels.json")));
     private readonly object gate = new();
     private readonly Func<bool> coresFree;
     private readonly HashSet<string> unsaved = new(StringComparer.Ordinal); // measured under load: this process only
     private readonly Dictionary<string, Entry> entries;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<(string, long, long, int, int), Entry> fast = new();
-    private readonly string cpu;
+    private readonly CalibrationFile cache;
 
     /// <param name="file">The cache file (read now when it exists; written after each new measurement).</param>
     /// <param name="cpuKey">The CPU the measurements belong to (default: this machine's, CpuInfo.Key).</param>
@@ -40,8 +37,9 @@ public sealed class KernelCalibration
     {
         this.coresFree = coresFree ?? CoreLoad.Quiet;
         CacheFile = file;
-        cpu = cpuKey ?? CpuInfo.This.Key;
-        entries = ReadCache(file, cpu);
+        cache = new CalibrationFile(file, cpuKey ?? CpuInfo.This.Key, "vlatune kernel calibration: median µs per linear call, small-row kernel vs libtorch",
+            "libtorch_us", "small_us", "kernels");
+        entries = cache.Read().ToDictionary(kv => kv.Key, kv => new Entry(kv.Value.First, kv.Value.Second), StringComparer.Ordinal);
     }
 
     /// <summary>The process-wide calibration, cached under <see cref="CacheDirectory"/>.</summary>
@@ -136,60 +134,7 @@ public sealed class KernelCalibration
         return xs.Count % 2 == 1 ? xs[xs.Count / 2] : (xs[xs.Count / 2 - 1] + xs[xs.Count / 2]) / 2;
     }
 
-    /// <summary>This CPU's entries from the cache file; anything unreadable or malformed gives none (and is rewritten on the next save).</summary>
-    private static Dictionary<string, Entry> ReadCache(string file, string cpu)
-    {
-        var result = new Dictionary<string, Entry>(StringComparer.Ordinal);
-        try
-        {
-            if (!System.IO.File.Exists(file)) return result;
-            if (JsonNode.Parse(System.IO.File.ReadAllText(file)) is not JsonObject root) return result;
-            if (root["version"] is not JsonValue v || !v.TryGetValue(out int version) || version != Version) return result;
-            if (root["cpus"] is not JsonObject cpus || cpus[cpu] is not JsonObject mine) return result;
-            foreach (var (key, node) in mine)
-            {
-                if (node is not JsonObject e) continue;
-                if (e["libtorch_us"] is JsonValue t && t.TryGetValue(out double torchUs) && e["small_us"] is JsonValue s && s.TryGetValue(out double smallUs)
-                    && double.IsFinite(torchUs) && double.IsFinite(smallUs) && torchUs > 0 && smallUs > 0)
-                    result[key] = new Entry(torchUs, smallUs);
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException or FormatException)
-        {
-            Log.Warning("kernels: calibration cache {File} is unreadable ({Message}); measuring again", file, e.Message);
-            result.Clear();
-        }
-        return result;
-    }
-
-    /// <summary>Writes this CPU's entries, keeping other CPUs' entries of a readable file; a failed write only costs a later re-measurement.</summary>
-    private void Save()
-    {
-        try
-        {
-            JsonObject cpus = new();
-            try
-            {
-                if (System.IO.File.Exists(CacheFile) && JsonNode.Parse(System.IO.File.ReadAllText(CacheFile)) is JsonObject old
-                    && old["version"] is JsonValue v && v.TryGetValue(out int version) && version == Version && old["cpus"] is JsonObject oc)
-                    cpus = (JsonObject)oc.DeepClone();
-            }
-            catch (Exception e) when (e is IOException or JsonException or InvalidOperationException or FormatException) { }
-            var mine = new JsonObject();
-            // another process's well-formed entries for this CPU stay unless measured again here
-            var merged = ReadCache(CacheFile, cpu);
-            foreach (var (key, e) in entries)
-                if (!unsaved.Contains(key)) merged[key] = e;
-            foreach (var (key, e) in merged.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-                mine[key] = new JsonObject { ["libtorch_us"] = Math.Round(e.LibtorchUs, 2), ["small_us"] = Math.Round(e.SmallUs, 2) };
-            cpus[cpu] = mine;
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(CacheFile))!);
-            var root = new JsonObject { ["version"] = Version, ["what"] = "vlatune kernel calibration: median µs per linear call, small-row kernel vs libtorch", ["cpus"] = cpus };
-            AtomicFile.WriteAllText(CacheFile, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Log.Warning("kernels: could not write the calibration cache {File}: {Message}", CacheFile, e.Message);
-        }
-    }
+    /// <summary>Writes this CPU's quiet entries (not those measured under load) into the cache file.</summary>
+    private void Save() =>
+        cache.Save(entries.Where(kv => !unsaved.Contains(kv.Key)).Select(kv => KeyValuePair.Create(kv.Key, (kv.Value.LibtorchUs, kv.Value.SmallUs))));
 }
