@@ -42,7 +42,8 @@ public sealed class AttentionChoice
     private readonly CalibrationFile cache;
     private readonly Dictionary<string, Entry> entries;
     private readonly HashSet<string> unsaved = new(StringComparer.Ordinal);
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> asked = new(StringComparer.Ordinal);
+    // the per-call path (every layer of every step or decoded token): a tuple key, no string, no lock
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(ScalarType, bool, long, long, long, long, long, long, int), bool> asked = new();
 
     /// <param name="file">The cache file (read now when it exists; written after each new quiet measurement).</param>
     /// <param name="cpuKey">The CPU the measurements belong to (default: this machine's, CpuInfo.Key).</param>
@@ -69,7 +70,7 @@ public sealed class AttentionChoice
     public int Measured { get; private set; }
 
     /// <summary>Every shape bucket asked since this object was made, with whether the matmul path was taken.</summary>
-    public IReadOnlyDictionary<string, bool> Asked() => asked.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+    public IReadOnlyDictionary<string, bool> Asked() => asked.ToDictionary(kv => Key(kv.Key), kv => kv.Value, StringComparer.Ordinal);
 
     public static Mode ParseMode(string? value) => value switch
     {
@@ -94,12 +95,15 @@ public sealed class AttentionChoice
         long b = q.shape[0], h = q.shape[1], t = q.shape[2], d = q.shape[3], kvh = k.shape[1], s = k.shape[2];
         if (4L * b * h * t * s > MaxScoreBytes) return false;
         bool grad = is_grad_enabled() && (q.requires_grad || k.requires_grad);
-        string key = Key(q.dtype, grad, KernelCalibration.Bucket(b), h, kvh, KernelCalibration.Bucket(t), KernelCalibration.Bucket(s), d, get_num_threads());
-        if (asked.TryGetValue(key, out bool known)) return known;
-        bool choice = Get(key, q.dtype, grad, KernelCalibration.Bucket(b), h, kvh, KernelCalibration.Bucket(t), KernelCalibration.Bucket(s), d).MatmulFaster;
-        asked[key] = choice;
+        var id = (q.dtype, grad, (long)KernelCalibration.Bucket(b), h, kvh, (long)KernelCalibration.Bucket(t), (long)KernelCalibration.Bucket(s), d, get_num_threads());
+        if (asked.TryGetValue(id, out bool known)) return known;
+        bool choice = Get(Key(id), id.Item1, grad, id.Item3, h, kvh, id.Item6, id.Item7, d).MatmulFaster;
+        asked[id] = choice;
         return choice;
     }
+
+    private static string Key((ScalarType, bool, long, long, long, long, long, long, int) id) =>
+        Key(id.Item1, id.Item2, id.Item3, id.Item4, id.Item5, id.Item6, id.Item7, id.Item8, id.Item9);
 
     public static string Key(ScalarType dtype, bool grad, long batch, long heads, long kvHeads, long t, long s, long d, int threads) =>
         $"{(dtype == ScalarType.BFloat16 ? "bf16" : "f16")} {(grad ? "forward+backward" : "forward")} batch {batch} heads {heads}/{kvHeads} T {t} S {s} D {d} threads {threads}";
