@@ -52,7 +52,7 @@ public static class BenchCommand
             }
             long seed = p.GetValue(Cli.Common.Seed);
             var json = BenchReport.Measure(bc, reps, warm, threads, isQuick, p.GetValue(peer) && !isQuick, p.GetValue(python)!, p.GetValue(script), seed,
-                mode => Worker(mode, bc, reps, warm, threads, seed));
+                (mode, r, w) => Worker(mode, bc, r, w, threads, seed));
             string text = json.ToJsonString(JsonFormat.Pretty);
             Console.WriteLine(text);
             if (p.GetValue(outFile) is string f) AtomicFile.WriteAllText(f, text + "\n");

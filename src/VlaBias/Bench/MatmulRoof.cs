@@ -20,10 +20,20 @@ public static class MatmulRoof
         return new Timings(ms.Values.Select(t => flops / (t * 1e-3) / 1e9).ToArray());
     }
 
-    /// <summary>The size of <paramref name="sizes"/> with the highest median GFLOP/s, its samples, and every size's median.</summary>
-    public static (int n, Timings gflops, IReadOnlyDictionary<int, double> medians) Best(IReadOnlyList<int> sizes, ScalarType dtype, int warmup, int repeats)
+    /// <summary>
+    /// The size of <paramref name="sizes"/> with the highest median GFLOP/s, its samples, and every measured size's median.
+    /// Sizes are measured in the order given; once <paramref name="stopAfter"/> answers true for a size and its median,
+    /// the larger ones are left out (an emulated dtype would take minutes on each and not change the answer).
+    /// </summary>
+    public static (int n, Timings gflops, IReadOnlyDictionary<int, double> medians) Best(IReadOnlyList<int> sizes, ScalarType dtype, int warmup, int repeats,
+        Func<int, double, bool>? stopAfter = null)
     {
-        var all = sizes.ToDictionary(n => n, n => Measure(n, dtype, warmup, repeats));
+        var all = new Dictionary<int, Timings>();
+        foreach (int n in sizes)
+        {
+            all[n] = Measure(n, dtype, warmup, repeats);
+            if (stopAfter?.Invoke(n, all[n].Median) == true) break;
+        }
         var best = all.MaxBy(kv => kv.Value.Median);
         return (best.Key, best.Value, all.ToDictionary(kv => kv.Key, kv => kv.Value.Median));
     }
