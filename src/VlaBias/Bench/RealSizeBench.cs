@@ -40,6 +40,17 @@ public static class RealSizeBench
         string load0 = BenchReport.LoadAverage();
         var notes = new JsonArray();
         var sw = Stopwatch.StartNew();
+        // Every part runs in bf16. Where the CPU has no native bf16 matmul, libtorch converts each element and bf16 runs at
+        // about 1% of fp32 (AMD EPYC family 25 model 1: 1.3 against 106 GFLOP/s at 512³), so the parts would take hours:
+        // a 512³ product in each dtype, measured here, says so before they start.
+        double f32Gflops = MatmulRoof.Measure(512, ScalarType.Float32, 1, 3).Median, bf16Gflops = MatmulRoof.Measure(512, ScalarType.BFloat16, 0, 3).Median;
+        if (bf16Gflops < f32Gflops / 4)
+        {
+            string slow = $"bf16 matmul ran at {bf16Gflops:F1} GFLOP/s against fp32's {f32Gflops:F1} (512³): this CPU has no native bf16 matmul, " +
+                          $"so the bf16 parts of {rc.Name} run their matmuls about {f32Gflops / bf16Gflops:F0}× slower than fp32 would here (a CPU with avx512_bf16 or AMX runs bf16 faster than fp32)";
+            notes.Add(slow);
+            Log.Warning("bench: {Note}", slow);
+        }
         // each part's figures are logged as they arrive, so a long run that dies later still leaves them
         worker = Logged(worker);
         var write = worker(WritePart);
@@ -88,6 +99,7 @@ public static class RealSizeBench
             {
                 ["cores"] = Environment.ProcessorCount, ["threads"] = threads, ["load_average_start"] = load0, ["load_average_end"] = BenchReport.LoadAverage(),
                 ["seconds"] = Timings.Round(sw.Elapsed.TotalSeconds, 1), ["repeats"] = reps, ["warmup"] = warm, ["seed"] = seed,
+                ["matmul_512_gflops_f32"] = Timings.Round(f32Gflops, 2), ["matmul_512_gflops_bf16"] = Timings.Round(bf16Gflops, 2),
             },
             ["write"] = write, ["probe"] = probe, ["probe_f32"] = probeF32, ["caption"] = caption, ["lora_bf16"] = loraBf16, ["lora_f32"] = loraF32,
             ["notes"] = notes,

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using NUnit.Framework;
 using VlaBias.Bench;
 using VlaBias.Model;
@@ -91,5 +92,31 @@ public class RealSizeBenchTests
             Assert.That(double.IsFinite(lora["final_loss"]!.GetValue<double>()), Is.True);
             Assert.That(lora["step_ms"]!["samples"]!.AsArray().Count, Is.EqualTo(2));
         }
+    }
+
+    // the parts' figures as the workers print them (only the keys Measure reads)
+    private static JsonObject FakePart(string part) => part switch
+    {
+        RealSizeBench.WritePart => new JsonObject { ["written"] = false, ["seconds"] = 0.1 },
+        RealSizeBench.ProbePart or RealSizeBench.ProbeF32Part => new JsonObject
+            { ["prompts_per_s"] = 2.0, ["prompts_per_s_shared"] = 20.0, ["prompt_tokens"] = 40, ["shared_batches"] = 1, ["max_p_yes_diff"] = 1e-6 },
+        RealSizeBench.CaptionPart => new JsonObject { ["images_per_s_b1"] = 1.0, ["images_per_s_b8"] = 4.0 },
+        _ => new JsonObject { ["step_ms"] = new JsonObject { ["median"] = 1000.0 } },
+    };
+
+    [Test]
+    public void The_report_says_when_bf16_runs_far_under_fp32_on_this_cpu_before_the_parts_start()
+    {
+        var rc = Configs().First();
+        var asked = new List<string>();
+        var json = RealSizeBench.Measure(rc, 1, 0, 1, 0, part => { asked.Add(part); return FakePart(part); });
+        Assert.That(asked[0], Is.EqualTo(RealSizeBench.WritePart));
+        double f32 = json["machine"]!["matmul_512_gflops_f32"]!.GetValue<double>(), bf16 = json["machine"]!["matmul_512_gflops_bf16"]!.GetValue<double>();
+        Assert.That(f32, Is.GreaterThan(0));
+        Assert.That(bf16, Is.GreaterThan(0));
+        bool said = json["notes"]!.AsArray().Any(n => n!.GetValue<string>().Contains("no native bf16 matmul"));
+        // on a CPU without avx512_bf16/AMX (e.g. AMD EPYC family 25 model 1) bf16 runs at about 1% of fp32: the note must be there
+        Assert.That(said, Is.EqualTo(bf16 < f32 / 4), $"bf16 {bf16} against fp32 {f32} GFLOP/s");
+        Assert.That(json["lora_step_ms_bf16_realsize"]!.GetValue<double>(), Is.EqualTo(1000.0));
     }
 }
