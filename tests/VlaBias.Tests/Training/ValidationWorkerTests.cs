@@ -119,7 +119,10 @@ public class ValidationWorkerTests
         Assert.That(order, Is.EqualTo(new[] { "urgent", "idle 1", "idle 2" }), "a job queued after the idle ones still runs first");
 
         using var hold2 = new ManualResetEventSlim();
-        var busy = worker.Run(() => { hold2.Wait(); return 0; });
+        using var running = new ManualResetEventSlim();
+        var busy = worker.Run(() => { running.Set(); hold2.Wait(); return 0; });
+        // Dispose cancels every job still queued, so it must come after the worker has taken this one
+        Assert.That(running.Wait(TimeSpan.FromSeconds(30)), Is.True, "the worker starts the job");
         var waiting = worker.RunWhenIdle(() => 4);
         var disposing = Task.Run(worker.Dispose);
         Thread.Sleep(200);   // Dispose is waiting for the running job
