@@ -27,13 +27,11 @@ public static class BenchReport
         int[] roofSizes = quick ? [512, 1024] : [512, 1024, 1536, 2048];
         Log.Information("bench: {Config} sizes, {Threads} threads, {Repeats} timed runs after {Warmup} warm-up; load average {Load}", bc.Name, threads, reps, warm, load0);
         var (roofN, roof, roofBySize) = MatmulRoof.Best(roofSizes, ScalarType.Float32, 1, Math.Max(5, reps));
-        // A CPU without a native bf16 matmul (no avx512_bf16, no AMX) converts every element and runs bf16 at about 1% of
-        // fp32 (AMD EPYC family 25 model 1: 1.3 against 163 GFLOP/s), so a 2048³ product takes over 10 s. Once a size
-        // runs under a quarter of fp32's speed at that size, the larger sizes are skipped and the bf16 LoRA step is timed
-        // once; the note says so. Where bf16 is native it ran 2.5-5× fp32, far from this line.
+        // Without a native bf16 matmul a 2048³ bf16 product takes over 10 s, so once a size is that slow the larger sizes
+        // are skipped and the bf16 LoRA step is timed once; the note says so.
         bool bf16Slow = false;
         var (roofNBf16, roofBf16, roofBf16BySize) = MatmulRoof.Best(roofSizes, ScalarType.BFloat16, 1, Math.Max(5, reps),
-            (n, gflops) => bf16Slow = gflops < roofBySize[n] / 4);
+            (n, gflops) => bf16Slow = MatmulRoof.Bf16Emulated(gflops, roofBySize[n]));
         Log.Information("bench: roof {Gflops:F1} GFLOP/s fp32 ({N}³, the fastest of {Sizes}³ matmuls), {Bf16:F1} bf16 ({NBf16}³, of {Bf16Sizes}³)",
             roof.Median, roofN, string.Join(", ", roofSizes), roofBf16.Median, roofNBf16, string.Join(", ", roofBf16BySize.Keys));
 

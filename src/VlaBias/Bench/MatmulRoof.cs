@@ -21,6 +21,13 @@ public static class MatmulRoof
     }
 
     /// <summary>
+    /// Whether bf16 ran under a quarter of fp32's speed at the same size: the CPU has no native bf16 matmul (no
+    /// avx512_bf16, no AMX) and libtorch converts every element (AMD EPYC family 25 model 1: 1.3 against 106-163 GFLOP/s).
+    /// Where bf16 is native it ran 2.5-5× fp32's speed, far from this line.
+    /// </summary>
+    public static bool Bf16Emulated(double bf16Gflops, double f32Gflops) => bf16Gflops < f32Gflops / 4;
+
+    /// <summary>
     /// The size of <paramref name="sizes"/> with the highest median GFLOP/s, its samples, and every measured size's median.
     /// Sizes are measured in the order given; once <paramref name="stopAfter"/> answers true for a size and its median,
     /// the larger ones are left out (an emulated dtype would take minutes on each and not change the answer).

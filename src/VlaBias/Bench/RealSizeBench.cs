@@ -40,11 +40,10 @@ public static class RealSizeBench
         string load0 = BenchReport.LoadAverage();
         var notes = new JsonArray();
         var sw = Stopwatch.StartNew();
-        // Every part runs in bf16. Where the CPU has no native bf16 matmul, libtorch converts each element and bf16 runs at
-        // about 1% of fp32 (AMD EPYC family 25 model 1: 1.3 against 106 GFLOP/s at 512³), so the parts would take hours:
-        // a 512³ product in each dtype, measured here, says so before they start.
+        // Every part runs in bf16; without a native bf16 matmul they would take hours, so a 512³ product in each dtype,
+        // measured here, says so before they start.
         double f32Gflops = MatmulRoof.Measure(512, ScalarType.Float32, 1, 3).Median, bf16Gflops = MatmulRoof.Measure(512, ScalarType.BFloat16, 0, 3).Median;
-        if (bf16Gflops < f32Gflops / 4)
+        if (MatmulRoof.Bf16Emulated(bf16Gflops, f32Gflops))
         {
             string slow = $"bf16 matmul ran at {bf16Gflops:F1} GFLOP/s against fp32's {f32Gflops:F1} (512³): this CPU has no native bf16 matmul, " +
                           $"so the bf16 parts of {rc.Name} run their matmuls about {f32Gflops / bf16Gflops:F0}× slower than fp32 would here (a CPU with avx512_bf16 or AMX runs bf16 faster than fp32)";
