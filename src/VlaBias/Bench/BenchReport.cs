@@ -39,7 +39,7 @@ public static class BenchReport
         Log.Information("bench: streaming read {Gbs:F1} GB/s", membw.Median);
         var lora = worker(TrainStepBench.Lora, reps, warm);
         Log.Information("bench: LoRA step {Ms:F1} ms", lora["step_ms"]!["median"]!.GetValue<double>());
-        var loraBf16 = bf16Slow ? worker(TrainStepBench.LoraBf16, 1, 0) : worker(TrainStepBench.LoraBf16, reps, warm);
+        var loraBf16 = worker(TrainStepBench.LoraBf16, bf16Slow ? 1 : reps, bf16Slow ? 0 : warm);
         if (bf16Slow)
         {
             int n = roofBf16BySize.Keys.Max();
